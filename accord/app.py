@@ -1,0 +1,141 @@
+"""The control plane: one FastAPI application serving the admin and partner APIs."""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accord.core.config import Settings
+from accord.core.db import create_engine, session_factory
+from accord.core.errors import PROBLEM_TYPES, Problem, ProblemError, install_problem_handlers, problem_responses
+from accord.core.migrate import schema_is_current
+
+log = logging.getLogger("accord")
+
+
+class SchemaNotCurrent(RuntimeError):
+    pass
+
+
+def _routers() -> list[tuple[Any, str, list[str]]]:
+    # Imported here so that importing accord.app stays cheap for the CLI.
+    from accord.apps import routes as apps
+    from accord.audit import routes as audit
+    from accord.auth import routes as auth
+    from accord.catalog import routes as catalog
+    from accord.customfields import routes as customfields
+    from accord.partners import routes as partners
+    from accord.plans import routes as plans
+    from accord.products import routes as products
+    from accord.subscriptions import routes as subscriptions
+    from accord.teams import routes as teams
+    from accord.users import routes as users
+
+    modules = [auth, catalog, products, plans, partners, customfields, users, teams, subscriptions, apps, audit]
+    out = []
+    for module in modules:
+        if hasattr(module, "admin_router"):
+            out.append((module.admin_router, "/admin/api", ["admin"]))
+        if hasattr(module, "partner_router"):
+            out.append((module.partner_router, "/api", ["partner"]))
+    return out
+
+
+async def ensure_schema(engine: AsyncEngine) -> None:
+    if not await schema_is_current(engine):
+        raise SchemaNotCurrent(
+            "the database schema is missing or out of date; run `accord migrate` "
+            "(or `accord demo`, which migrates its own database)"
+        )
+
+
+def create_app(settings: Settings | None = None, engine: AsyncEngine | None = None, *,
+               check_schema: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    settings.refuse_unsafe()
+    own_engine = engine is None
+    engine = engine or create_engine(settings.database_url, echo=settings.log_sql)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if check_schema:
+            await ensure_schema(engine)
+        yield
+        if own_engine:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Accord",
+        version="0.1.0",
+        summary="Run an API partner program: partners, agreements, apps and credentials, products and traffic.",
+        description=(
+            "The **admin API** (`/admin/api`) is for the program team and takes an admin token "
+            "(`accord token create`). The **partner API** (`/api`) is for partner members and takes "
+            "a session token from `POST /api/auth/login`.\n\nEvery error is an RFC 9457 "
+            "`application/problem+json` document with a stable `type`; see `GET /problems`."
+        ),
+        lifespan=lifespan,
+        responses=problem_responses(422),
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory(engine)
+    install_problem_handlers(app)
+
+    for router, prefix, tags in _routers():
+        app.include_router(router, prefix=prefix, tags=tags)
+
+    @app.get("/healthz", tags=["meta"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/problems", tags=["meta"], summary="The catalog of problem types")
+    async def problems() -> list[dict[str, Any]]:
+        return [{"type": f"/problems/{slug}", "status": status, "title": title, "description": desc}
+                for slug, (status, title, desc) in PROBLEM_TYPES.items()]
+
+    @app.get("/problems/{slug}", tags=["meta"], summary="One problem type",
+             responses=problem_responses(404))
+    async def problem(slug: str) -> dict[str, Any]:
+        if slug not in PROBLEM_TYPES:
+            raise ProblemError("not-found", f"no problem type {slug!r}")
+        status, title, desc = PROBLEM_TYPES[slug]
+        return {"type": f"/problems/{slug}", "status": status, "title": title, "description": desc}
+
+    _document_problem_schema(app)
+    return app
+
+
+def _document_problem_schema(app: FastAPI) -> None:
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+        for name, sub in Problem.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}).items():
+            components.setdefault(name, sub)
+        components["Problem"].pop("$defs", None)
+        # Replace FastAPI's default HTTPValidationError answers with our problem shape.
+        for path in schema.get("paths", {}).values():
+            for op in path.values():
+                resp = op.get("responses", {}).get("422")
+                if resp:
+                    resp["content"] = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                    resp["description"] = "`validation-error`: one or more fields are invalid; see `errors`."
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+__all__ = ["create_app", "JSONResponse"]

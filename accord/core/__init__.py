@@ -1,0 +1,1 @@
+"""Shared plumbing for every domain package: settings, database, errors, security, pagination."""

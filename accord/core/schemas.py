@@ -1,0 +1,44 @@
+"""Field types shared by several domains' API shapes."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+Slug = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$", max_length=100),
+    Field(description="Lower-case letters, digits and dashes", examples=["social-api"]),
+]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortText = Annotated[str, StringConstraints(max_length=2000)]
+LongText = Annotated[str, StringConstraints(max_length=100_000)]
+
+
+def _http_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_http_url)]
+
+CustomFieldValues = Annotated[
+    dict[str, Any],
+    Field(description="Values of the program's custom fields, validated against their definitions"),
+]
+
+
+class ReadModel(BaseModel):
+    """Base of every response shape: built from ORM rows."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class WriteModel(BaseModel):
+    """Base of every request shape: unknown fields are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
