@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from accord.catalog.models import Visibility
@@ -16,6 +16,8 @@ class Product(Entity):
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    # Staff-only remarks; never part of a partner-facing shape.
+    notes: Mapped[str] = mapped_column(Text, default="")
     visibility: Mapped[Visibility] = mapped_column(default=Visibility.partner)
 
 
@@ -32,7 +34,6 @@ class ProductMethod(Base):
     """A selected method (metric) of an API in a product: the product gets only these."""
 
     __tablename__ = "product_methods"
-    __table_args__ = (UniqueConstraint("product_id", "metric_id"),)
 
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
     metric_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("metrics.id", ondelete="CASCADE"), primary_key=True)

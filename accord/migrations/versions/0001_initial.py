@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 07:05:59.843976
+Create Date: 2026-11-21 07:09:36.830097
 """
 from alembic import op
 import sqlalchemy as sa
@@ -75,6 +75,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('slug', sa.String(length=100), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
+    sa.Column('notes', sa.Text(), nullable=False),
     sa.Column('visibility', sa.Enum('internal', 'partner', 'public', 'open', name='visibility', native_enum=False, length=32), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('created_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
@@ -156,6 +157,7 @@ def upgrade() -> None:
     sa.Column('contact_phone', sa.String(length=50), nullable=False),
     sa.Column('country', sa.String(length=2), nullable=False),
     sa.Column('notes', sa.Text(), nullable=False),
+    sa.Column('status_reason', sa.Text(), nullable=False),
     sa.Column('custom_fields', sa.JSON(), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('created_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
@@ -172,6 +174,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('slug', sa.String(length=100), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
+    sa.Column('notes', sa.Text(), nullable=False),
     sa.Column('published', sa.Boolean(), nullable=False),
     sa.Column('approval_required', sa.Boolean(), nullable=False),
     sa.Column('is_default', sa.Boolean(), nullable=False),
@@ -331,8 +334,7 @@ def upgrade() -> None:
     sa.Column('metric_id', sa.Uuid(), nullable=False),
     sa.ForeignKeyConstraint(['metric_id'], ['metrics.id'], name=op.f('fk_product_methods_metric_id_metrics'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_product_methods_product_id_products'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('product_id', 'metric_id', name=op.f('pk_product_methods')),
-    sa.UniqueConstraint('product_id', 'metric_id', name=op.f('uq_product_methods_product_id_metric_id'))
+    sa.PrimaryKeyConstraint('product_id', 'metric_id', name=op.f('pk_product_methods'))
     )
     op.create_table('subscriptions',
     sa.Column('partner_id', sa.Uuid(), nullable=False),

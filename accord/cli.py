@@ -1,0 +1,153 @@
+"""The `accord` command line: demo, serve, migrate, tokens, apply/export and imports."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from accord.core.config import Settings
+
+app = typer.Typer(help="Accord: run an API partner program.", no_args_is_help=True, pretty_exceptions_enable=False)
+token_app = typer.Typer(help="Admin API tokens.", no_args_is_help=True)
+partners_app = typer.Typer(help="Partners: bulk import.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(partners_app, name="partners")
+
+console = Console()
+err = Console(stderr=True)
+
+DatabaseOpt = Annotated[Optional[str], typer.Option("--database", "-d", envvar="ACCORD_DATABASE_URL",
+                                                    help="Database URL (sqlite:///file.db or postgresql://…)")]
+
+
+def load_settings(database: str | None = None, **overrides: object) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if database:
+        values["database_url"] = database
+    settings = Settings(**values)
+    try:
+        settings.refuse_unsafe()
+    except RuntimeError as exc:
+        err.print(f"[red]refusing to start:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    return settings
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def migrate(database: DatabaseOpt = None) -> None:
+    """Create or upgrade the database schema to the latest version."""
+    from accord.core import migrate as migrations
+
+    settings = load_settings(database)
+    migrations.upgrade(settings.database_url)
+    console.print(f"[green]database is at the latest schema[/green] ({migrations.head_revision()})")
+
+
+async def _check_schema(settings: Settings) -> None:
+    from accord.app import SchemaNotCurrent, ensure_schema
+    from accord.core.db import create_engine
+
+    engine = create_engine(settings.database_url)
+    try:
+        await ensure_schema(engine)
+    except SchemaNotCurrent as exc:
+        raise fail(str(exc)) from exc
+    except Exception as exc:  # unreachable database, bad URL
+        raise fail(f"cannot open the database {settings.database_url!r}: {exc}") from exc
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def serve(
+    database: DatabaseOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="Control plane address")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Control plane port")] = None,
+) -> None:
+    """Run the control plane (admin and partner APIs) on an existing, migrated database."""
+    from accord.server import run_servers
+
+    settings = load_settings(database, host=host, port=port)
+    asyncio.run(_check_schema(settings))
+    asyncio.run(run_servers(settings))
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option("--name", "-n", help="What the token is for")] = "cli",
+    role: Annotated[str, typer.Option(help="owner, admin, partner-manager or viewer")] = "owner",
+    expires_days: Annotated[Optional[int], typer.Option(help="Expire after this many days")] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Create an admin API token and print it (it is shown only once)."""
+    from accord.users.models import StaffRole
+
+    try:
+        staff_role = StaffRole(role)
+    except ValueError as exc:
+        raise fail(f"--role must be one of {', '.join(r.value for r in StaffRole)}", 2) from exc
+    settings = load_settings(database)
+    asyncio.run(_check_schema(settings))
+    secret = asyncio.run(create_token(settings, name, staff_role, expires_days))
+    console.print(secret, soft_wrap=True, highlight=False)
+
+
+async def create_token(settings: Settings, name: str, role: object, expires_days: int | None = None) -> str:
+    from accord.auth.actor import CLI_ACTOR
+    from accord.auth.service import create_admin_token
+    from accord.core.clock import utcnow
+    from accord.core.db import create_engine, session_factory, session_scope
+
+    engine = create_engine(settings.database_url)
+    try:
+        expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+        async for session in session_scope(session_factory(engine)):
+            _, secret = await create_admin_token(session, settings.secret_key, CLI_ACTOR, name=name,
+                                                 role=role, expires_at=expires)  # type: ignore[arg-type]
+        return secret
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Control plane address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Control plane port")] = 8000,
+    gateway_port: Annotated[int, typer.Option(help="Gateway port (reserved for the gateway)")] = 8080,
+    upstream_port: Annotated[int, typer.Option(help="Port of the demo's own upstream API")] = 8090,
+    database: Annotated[Optional[str], typer.Option("--database", "-d", help="Demo database URL")] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the demo database from the last run instead of starting afresh")] = False,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up and print the credentials, then exit")] = False,
+) -> None:
+    """Run Accord with the demo program: migrates, loads the demo, prints tokens and keys, and serves."""
+    from accord.demo.setup import prepare_demo
+    from accord.server import run_servers
+
+    Path("var").mkdir(exist_ok=True)
+    database = database or "sqlite+aiosqlite:///var/demo.db"
+    settings = load_settings(database, host=host, port=port, gateway_port=gateway_port)
+    os.environ.setdefault("ACCORD_DEMO_UPSTREAM", f"http://127.0.0.1:{upstream_port}")
+    report = asyncio.run(prepare_demo(settings, fresh=not keep, console=console))
+    if no_serve:
+        return
+    asyncio.run(run_servers(settings, demo_upstream_port=upstream_port, banner=report))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""`accord demo`: a fresh demo database with the demo program, an admin token and keys to try."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from accord.auth.actor import CLI_ACTOR
+from accord.core import migrate
+from accord.core.config import Settings
+from accord.core.db import create_engine, normalise_url, session_factory, session_scope
+from accord.core.security import hash_password
+from accord.program.apply import apply_program
+from accord.program.document import load_document
+from accord.users.models import User
+
+PROGRAM = Path(__file__).with_name("program.yaml")
+# Every demo member can sign in to the partner API with this password.
+DEMO_PASSWORD = "demo-password"
+
+
+def _remove_sqlite_file(url: str) -> None:
+    url = normalise_url(url)
+    if url.startswith("sqlite+aiosqlite:///") and ":memory:" not in url:
+        path = Path(url.removeprefix("sqlite+aiosqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+async def prepare_demo(settings: Settings, *, fresh: bool, console: Console) -> Callable[[], None]:
+    """Migrate, apply the demo program and return a function that prints what to try."""
+    if fresh:
+        _remove_sqlite_file(settings.database_url)
+    await migrate.upgrade_async(settings.database_url)
+    from accord.cli import create_token
+
+    engine = create_engine(settings.database_url)
+    try:
+        async for session in session_scope(session_factory(engine)):
+            result = await apply_program(session, settings, load_document(PROGRAM), actor=CLI_ACTOR)
+            emails = [m["email"] for p in load_document(PROGRAM).get("partners", []) for m in p.get("members", [])]
+            for user in await session.scalars(select(User).where(User.email.in_(emails))):
+                user.password_hash = hash_password(DEMO_PASSWORD)
+    finally:
+        await engine.dispose()
+    token = await create_token(settings, "demo", "owner")
+
+    def banner() -> None:
+        base = f"http://{settings.host}:{settings.port}"
+        console.rule("[bold]Accord demo is running")
+        console.print(f"Control plane   {base}   (API docs: {base}/docs)")
+        console.print(f"Gateway port    {settings.gateway_host}:{settings.gateway_port} (reserved for the gateway)")
+        console.print(f"Admin token     [bold]{token}[/bold]")
+        console.print(f"  try: curl -H 'Authorization: Bearer {token}' {base}/admin/api/partners")
+        table = Table(title="Demo partner credentials (shown once; new on every fresh start)")
+        for column in ("partner", "application", "environment", "credential", "secret"):
+            table.add_column(column, overflow="fold")
+        for created in result.secrets:
+            table.add_row(created.partner, created.application, created.environment, created.name, created.secret)
+        console.print(table)
+        console.print(f"Demo members sign in with password [bold]{DEMO_PASSWORD}[/bold], e.g.\n"
+                      f"  curl -X POST {base}/api/auth/login -H 'content-type: application/json' "
+                      f"-d '{{\"email\":\"alice@acme.example\",\"password\":\"{DEMO_PASSWORD}\"}}'")
+        console.print("Press Ctrl+C to stop.")
+
+    if not fresh and not result.secrets:
+        console.print("[yellow]kept the existing demo database: existing keys are not shown again[/yellow]")
+    return banner
