@@ -12,7 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accord.core.config import Settings
 from accord.core.db import create_engine, session_factory
-from accord.core.errors import PROBLEM_TYPES, Problem, ProblemError, install_problem_handlers, problem_responses
+from accord.core.errors import (
+    PROBLEM_TYPES,
+    Problem,
+    ProblemError,
+    install_problem_handlers,
+    problem_response,
+    problem_responses,
+)
 from accord.core.migrate import schema_is_current
 
 log = logging.getLogger("accord")
@@ -86,6 +93,7 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     install_problem_handlers(app)
+    app.add_middleware(RejectNulMiddleware)
 
     for router, prefix, tags in _routers():
         app.include_router(router, prefix=prefix, tags=tags)
@@ -109,6 +117,23 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
 
     _document_problem_schema(app)
     return app
+
+
+class RejectNulMiddleware:
+    """Answer 422 to a NUL character in the path or query: no database can store or match it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")):
+            where = "path" if "\x00" in scope["path"] else "query"
+            response = problem_response(ProblemError(
+                "validation-error", f"{where}: must not contain the NUL character",
+                [{"field": where, "reason": "must not contain the NUL character"}]))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _document_problem_schema(app: FastAPI) -> None:

@@ -5,9 +5,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -23,14 +25,16 @@ def accord_serve(database_url: str, secret_key: str, *, extra_env: dict[str, str
     """Start `accord serve` on a free port and yield its base URL; stop it afterwards."""
     port = free_port()
     env = {**os.environ, "ACCORD_DATABASE_URL": database_url, "ACCORD_SECRET_KEY": secret_key, **(extra_env or {})}
+    # Output goes to a file: a pipe nobody reads fills up and stalls the server.
+    log = tempfile.NamedTemporaryFile("w+", prefix="accord-serve-", suffix=".log", delete=False)
     process = subprocess.Popen([sys.executable, "-m", "accord.cli", "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=log, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"accord serve exited early:\n{process.stdout.read() if process.stdout else ''}")
+                raise RuntimeError(f"accord serve exited early:\n{Path(log.name).read_text()[-5000:]}")
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
@@ -46,3 +50,5 @@ def accord_serve(database_url: str, secret_key: str, *, extra_env: dict[str, str
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
+        Path(log.name).unlink(missing_ok=True)

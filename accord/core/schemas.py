@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Slug = Annotated[
     str,
@@ -38,7 +38,29 @@ class ReadModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+def _reject_nul(value: Any) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain the NUL character")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key)
+            _reject_nul(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _reject_nul(item)
+
+
 class WriteModel(BaseModel):
-    """Base of every request shape: unknown fields are refused, not ignored."""
+    """Base of every request shape: unknown fields are refused, not ignored.
+
+    Text with a NUL character is refused everywhere: PostgreSQL cannot store it.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        _reject_nul(value)
+        return value

@@ -32,6 +32,8 @@ class Plan(Entity):
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(Text, default="")
+    # Staff-only remarks; never part of a partner-facing shape.
+    notes: Mapped[str] = mapped_column(Text, default="")
     published: Mapped[bool] = mapped_column(default=True)
     approval_required: Mapped[bool] = mapped_column(default=False)
     is_default: Mapped[bool] = mapped_column(default=False)
