@@ -37,6 +37,8 @@ class Audience(enum.StrEnum):
 
 
 class PartnerStatus(enum.StrEnum):
+    """Moved between only by the explicit actions in `accord.partners.service` (see its docstring)."""
+
     pending = "pending"
     active = "active"
     suspended = "suspended"
@@ -69,4 +71,6 @@ class Partner(Entity):
     contact_phone: Mapped[str] = mapped_column(String(50), default="")
     country: Mapped[str] = mapped_column(String(2), default="")
     notes: Mapped[str] = mapped_column(Text, default="")
+    # Why the partner was last suspended or closed; staff-only, like `notes`.
+    status_reason: Mapped[str] = mapped_column(Text, default="")
     custom_fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
