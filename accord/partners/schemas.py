@@ -199,12 +199,6 @@ class PartnerRead(ReadModel):
     notes: str
     custom_fields: dict[str, Any]
     created_at: datetime
-
-    @classmethod
-    def of(cls, partner: Any, tier: Any | None, visible_custom_fields: dict[str, Any]) -> "PartnerSelfRead":
-        fields = {name: getattr(partner, name) for name in cls.model_fields if name not in {"tier", "custom_fields"}}
-        return cls(**fields, tier=TierPublic.model_validate(tier) if tier is not None else None,
-                   custom_fields=visible_custom_fields)
     updated_at: datetime
 
     @classmethod

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from accord.core.clock import utcnow
 from accord.core.db import Entity
 
 
@@ -26,6 +27,15 @@ class Membership(Entity):
     role: Mapped[MemberRole] = mapped_column(default=MemberRole.developer)
 
 
+class InvitationStatus(enum.StrEnum):
+    """Computed from the invitation's timestamps, never stored."""
+
+    pending = "pending"
+    accepted = "accepted"
+    revoked = "revoked"
+    expired = "expired"
+
+
 class Invitation(Entity):
     """Single-use, expiring invitation; only the token's hash is kept."""
 
@@ -39,3 +49,14 @@ class Invitation(Entity):
     accepted_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
     invited_by_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+    @property
+    def status(self) -> InvitationStatus:
+        # Accepted and revoked are final; only a still-open invitation can run out.
+        if self.accepted_at is not None:
+            return InvitationStatus.accepted
+        if self.revoked_at is not None:
+            return InvitationStatus.revoked
+        if self.expires_at <= utcnow():
+            return InvitationStatus.expired
+        return InvitationStatus.pending

@@ -1,8 +1,117 @@
-"""Routes for users."""
+"""Routes for people.
+
+Partner API (`/api`): `POST /auth/signup`, `POST /auth/login`, `POST /auth/logout`, `GET|PATCH /me`.
+Admin API (`/admin/api`): `/users` list, create (staff), get, update.
+"""
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
 
-from accord.core.errors import problem_responses
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from accord.auth.deps import AdminDep, OwnerDep, UserDep
+from accord.core.deps import SessionDep, SettingsDep
+from accord.core.errors import ProblemError, problem_responses
+from accord.core.pagination import Page, PageDep, paginate
+from accord.core.security import keyed_hash
+from accord.users import service
+from accord.users.models import StaffRole
+from accord.users.schemas import (
+    LoginRequest,
+    MeRead,
+    MeUpdate,
+    SessionCreated,
+    SignupRequest,
+    StaffUserCreate,
+    UserDetail,
+    UserRead,
+    UserUpdate,
+)
 
 admin_router = APIRouter(responses=problem_responses(401, 403))
+partner_router = APIRouter(responses=problem_responses(401, 403))
+
+# The same scheme as accord.auth.deps' member bearer: the session token itself is needed
+# here (to end this session, or to keep it when the password changes).
+_session_bearer = HTTPBearer(auto_error=False, scheme_name="UserSession",
+                             description="Session token from `POST /api/auth/login` (`acc_sess_…`)")
+
+
+def _session_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_session_bearer)]) -> str:
+    if credentials is None or not credentials.credentials:
+        raise ProblemError("unauthenticated", "send `Authorization: Bearer <token>`")
+    return credentials.credentials
+
+
+SessionTokenDep = Annotated[str, Depends(_session_token)]
+
+
+# --- partner API: signing up and in ----------------------------------------
+
+@partner_router.post("/auth/signup", status_code=201, summary="Sign up as a developer (creates your partner "
+                     "organisation and signs you in)", responses=problem_responses(409, 422))
+async def signup(session: SessionDep, settings: SettingsDep, data: SignupRequest) -> SessionCreated:
+    """Creates your account and an active partner organisation (audience `public`, the entry tier, its
+    default subscriptions) with you as its partner-admin, and returns a session token."""
+    user, row, token = await service.signup(session, settings, data)
+    return SessionCreated(token=token, expires_at=row.expires_at, user=await service.me_view(session, user))
+
+
+@partner_router.post("/auth/login", summary="Sign in with email and password (returns a session token)",
+                     responses=problem_responses(422))
+async def login(session: SessionDep, settings: SettingsDep, data: LoginRequest) -> SessionCreated:
+    """An unknown email, a wrong password and a deactivated account all answer the same 401."""
+    user, row, token = await service.login(session, settings, data.email, data.password)
+    return SessionCreated(token=token, expires_at=row.expires_at, user=await service.me_view(session, user))
+
+
+@partner_router.post("/auth/logout", status_code=204, summary="Sign out (ends this session)")
+async def logout(session: SessionDep, settings: SettingsDep, user: UserDep, token: SessionTokenDep) -> Response:
+    await service.logout(session, settings, user, token)
+    return Response(status_code=204)
+
+
+@partner_router.get("/me", summary="The signed-in user and the partners they belong to")
+async def get_me(session: SessionDep, user: UserDep) -> MeRead:
+    return await service.me_view(session, user)
+
+
+@partner_router.patch("/me", summary="Change your name, password or custom fields",
+                      responses=problem_responses(422))
+async def update_me(session: SessionDep, settings: SettingsDep, user: UserDep, token: SessionTokenDep,
+                    data: MeUpdate) -> MeRead:
+    await service.update_me(session, user, data, current_session_hash=keyed_hash(token, settings.secret_key))
+    return await service.me_view(session, user)
+
+
+# --- admin API: users ------------------------------------------------------
+
+@admin_router.get("/users", summary="List users (staff and partner members)")
+async def list_users(session: SessionDep, _: AdminDep, page: PageDep,
+                     q: Annotated[str | None, Query(max_length=200, description="Search email or name")] = None,
+                     staff_role: StaffRole | None = None,
+                     partner_id: Annotated[uuid.UUID | None, Query(description="Members of this partner")] = None,
+                     is_active: bool | None = None) -> Page[UserRead]:
+    stmt = service.list_users(search=q, staff_role=staff_role, partner_id=partner_id, is_active=is_active)
+    rows, total = await paginate(session, stmt, page)
+    return Page(items=[UserRead.model_validate(r) for r in rows], total=total, limit=page.limit,
+                offset=page.offset)
+
+
+@admin_router.post("/users", status_code=201, summary="Create a staff user",
+                   responses=problem_responses(409, 422))
+async def create_staff_user(session: SessionDep, actor: OwnerDep, data: StaffUserCreate) -> UserDetail:
+    return await service.user_detail(session, await service.create_staff_user(session, actor, data))
+
+
+@admin_router.get("/users/{user_id}", summary="Get a user and their memberships", responses=problem_responses(404))
+async def get_user(session: SessionDep, _: AdminDep, user_id: uuid.UUID) -> UserDetail:
+    return await service.user_detail(session, await service.get_user(session, user_id))
+
+
+@admin_router.patch("/users/{user_id}", summary="Update a user: staff role, active, name, custom fields",
+                    responses=problem_responses(404, 409, 422))
+async def update_user(session: SessionDep, actor: OwnerDep, user_id: uuid.UUID, data: UserUpdate) -> UserDetail:
+    return await service.user_detail(session, await service.update_user(session, actor, user_id, data))
