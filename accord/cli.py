@@ -144,8 +144,63 @@ def demo(
     asyncio.run(run_servers(settings, demo_upstream_port=upstream_port, banner=report))
 
 
+@app.command("apply")
+def apply_command(
+    file: Annotated[Path, typer.Option("--file", "-f", help="The program file (YAML)", exists=True, dir_okay=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the changes, make none")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Also remove what the database has and the file does "
+                                                        "not (revoking, cancelling or closing where a record "
+                                                        "must stay)")] = False,
+    database: DatabaseOpt = None,
+) -> None:
+    """Make the database match a program file: prints the changes, then applies them all or nothing."""
+    from accord.program.commands import run_apply
+
+    settings = load_settings(database)
+    asyncio.run(_check_schema(settings))
+    code = asyncio.run(run_apply(settings, file, dry_run=dry_run, prune=prune, console=console, err=err))
+    raise typer.Exit(code)
+
+
+@app.command("export")
+def export_command(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file, not stdout",
+                                                   dir_okay=False)] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Print the program (tiers, custom fields, APIs, products, partners) in the `accord apply` format."""
+    from accord.program.commands import run_export
+
+    settings = load_settings(database)
+    asyncio.run(_check_schema(settings))
+    text = asyncio.run(run_export(settings))
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}", highlight=False)
+
+
+@partners_app.command("import")
+def partners_import(
+    file: Annotated[Path, typer.Argument(help="CSV or YAML file of partners (and their existing API keys)",
+                                         exists=True, dir_okay=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would change; change "
+                                                            "nothing")] = False,
+    database: DatabaseOpt = None,
+) -> None:
+    """Import existing partners and their API keys, all or nothing (see `accord.program.importer`)."""
+    from accord.program.commands import run_import
+
+    settings = load_settings(database)
+    asyncio.run(_check_schema(settings))
+    raise typer.Exit(asyncio.run(run_import(settings, file, dry_run=dry_run, console=console, err=err)))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic narrates every plugin and step at INFO; `accord migrate` prints its own summary.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     app()
 
 
