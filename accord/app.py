@@ -5,6 +5,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -126,14 +127,24 @@ class RejectNulMiddleware:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")):
-            where = "path" if "\x00" in scope["path"] else "query"
-            response = problem_response(ProblemError(
-                "validation-error", f"{where}: must not contain the NUL character",
-                [{"field": where, "reason": "must not contain the NUL character"}]))
-            await response(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            fields = self._fields_with_nul(scope)
+            if fields:
+                reason = "must not contain the NUL character"
+                response = problem_response(ProblemError(
+                    "validation-error", f"{', '.join(fields)}: {reason}", [{"field": f, "reason": reason} for f in fields]))
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _fields_with_nul(scope: dict[str, Any]) -> list[str]:
+        fields = ["path"] if "\x00" in scope["path"] else []
+        query = scope.get("query_string", b"")
+        if b"%00" in query:
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            fields += [f"query.{key.replace(chr(0), '')}" for key, value in pairs if "\x00" in key + value]
+        return fields
 
 
 def _document_problem_schema(app: FastAPI) -> None:

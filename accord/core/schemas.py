@@ -38,17 +38,18 @@ class ReadModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-def _reject_nul(value: Any) -> None:
+def _reject_nul(value: Any, where: str = "") -> None:
     if isinstance(value, str):
         if "\x00" in value:
-            raise ValueError("must not contain the NUL character")
+            at = f" (at {where.lstrip('.')})" if where else ""
+            raise ValueError(f"must not contain the NUL character{at}")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _reject_nul(key)
-            _reject_nul(item)
+            _reject_nul(key, f"{where}.{key}")
+            _reject_nul(item, f"{where}.{key}")
     elif isinstance(value, (list, tuple)):
-        for item in value:
-            _reject_nul(item)
+        for index, item in enumerate(value):
+            _reject_nul(item, f"{where}.{index}")
 
 
 class WriteModel(BaseModel):

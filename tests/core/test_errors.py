@@ -9,7 +9,7 @@ async def test_nul_in_body_query_and_path_is_a_validation_error(admin: httpx.Asy
     assert body.status_code == 422
     assert body.json()["errors"] == [{"field": "name", "reason": "Value error, must not contain the NUL character"}]
     query = await admin.get("/admin/api/apis", params={"q": "x\x00"})
-    assert query.status_code == 422 and query.json()["errors"][0]["field"] == "query"
+    assert query.status_code == 422 and query.json()["errors"][0]["field"] == "query.q"
     assert query.headers["content-type"] == "application/problem+json"
 
 

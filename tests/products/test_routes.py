@@ -85,7 +85,8 @@ async def test_validation_errors_name_the_field(admin: httpx.AsyncClient, factor
 
     # PostgreSQL cannot store NUL; it is a validation error on both databases, never a 500.
     nul = await admin.post("/admin/api/products", json={"name": "a\x00b", "slug": "p", "apis": ["so\x00cial"]})
-    assert nul.status_code == 422 and set(field_errors(nul)) == {"name", "apis.0"}
+    assert nul.status_code == 422 and set(field_errors(nul)) == {"name", "apis"}
+    assert "(at 0)" in field_errors(nul)["apis"]
     nul_search = await admin.get("/admin/api/products", params={"q": "a\x00"})
     assert nul_search.status_code == 422 and "query.q" in field_errors(nul_search)
 
