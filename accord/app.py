@@ -42,9 +42,10 @@ def _routers() -> list[tuple[Any, str, list[str]]]:
     from accord.products import routes as products
     from accord.subscriptions import routes as subscriptions
     from accord.teams import routes as teams
+    from accord.usage import routes as usage
     from accord.users import routes as users
 
-    modules = [auth, catalog, products, plans, partners, customfields, users, teams, subscriptions, apps, audit]
+    modules = [auth, catalog, products, plans, partners, customfields, users, teams, subscriptions, apps, audit, usage]
     out = []
     for module in modules:
         if hasattr(module, "admin_router"):
@@ -52,6 +53,15 @@ def _routers() -> list[tuple[Any, str, list[str]]]:
         if hasattr(module, "partner_router"):
             out.append((module.partner_router, "/api", ["partner"]))
     return out
+
+
+def _all_problem_types() -> dict[str, tuple[int, str, str]]:
+    """The control plane's problem types and the gateway's denial reasons."""
+    from accord.gateway.problems import REASONS
+
+    gateway = {slug: (status, title, f"Gateway: {title[0].lower()}{title[1:]}.")
+               for slug, (status, title) in REASONS.items()}
+    return {**PROBLEM_TYPES, **gateway}
 
 
 async def ensure_schema(engine: AsyncEngine) -> None:
@@ -106,14 +116,14 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
     @app.get("/problems", tags=["meta"], summary="The catalog of problem types")
     async def problems() -> list[dict[str, Any]]:
         return [{"type": f"/problems/{slug}", "status": status, "title": title, "description": desc}
-                for slug, (status, title, desc) in PROBLEM_TYPES.items()]
+                for slug, (status, title, desc) in _all_problem_types().items()]
 
     @app.get("/problems/{slug}", tags=["meta"], summary="One problem type",
              responses=problem_responses(404))
     async def problem(slug: str) -> dict[str, Any]:
-        if slug not in PROBLEM_TYPES:
+        if slug not in _all_problem_types():
             raise ProblemError("not-found", f"no problem type {slug!r}")
-        status, title, desc = PROBLEM_TYPES[slug]
+        status, title, desc = _all_problem_types()[slug]
         return {"type": f"/problems/{slug}", "status": status, "title": title, "description": desc}
 
     _document_problem_schema(app)

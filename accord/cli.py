@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import uvloop
 from rich.console import Console
 
 from accord.core.config import Settings
@@ -83,6 +84,31 @@ def serve(
     asyncio.run(run_servers(settings))
 
 
+@app.command()
+def gateway(
+    database: DatabaseOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="Gateway address")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Gateway port")] = None,
+    workers: Annotated[int, typer.Option(help="Gateway processes sharing the port")] = 1,
+    redis: Annotated[Optional[str], typer.Option(envvar="ACCORD_GATEWAY_REDIS_URL",
+                                                 help="Redis URL for limits shared by several gateway processes")] = None,
+) -> None:
+    """Run the gateway (data plane) alone; several can run at once against one database (use --redis)."""
+    import uvicorn
+
+    settings = load_settings(database, gateway_host=host, gateway_port=port, gateway_redis_url=redis)
+    asyncio.run(_check_schema(settings))
+    if workers > 1 and not settings.gateway_redis_url:
+        err.print("[yellow]warning:[/yellow] several workers without --redis count limits per process")
+    # Workers are separate processes: they read their settings from the environment.
+    os.environ["ACCORD_DATABASE_URL"] = settings.database_url
+    if settings.gateway_redis_url:
+        os.environ["ACCORD_GATEWAY_REDIS_URL"] = settings.gateway_redis_url
+    uvicorn.run("accord.gateway.app:create_gateway_app", factory=True, host=settings.gateway_host,
+                port=settings.gateway_port, workers=workers, loop="uvloop", http="httptools", proxy_headers=False,
+                log_level="warning", access_log=False)
+
+
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option("--name", "-n", help="What the token is for")] = "cli",
@@ -112,7 +138,7 @@ async def create_token(settings: Settings, name: str, role: object, expires_days
     engine = create_engine(settings.database_url)
     try:
         expires = utcnow() + timedelta(days=expires_days) if expires_days else None
-        async for session in session_scope(session_factory(engine)):
+        async with session_scope(session_factory(engine)) as session:
             _, secret = await create_admin_token(session, settings.secret_key, CLI_ACTOR, name=name,
                                                  role=role, expires_at=expires)  # type: ignore[arg-type]
         return secret
@@ -141,7 +167,7 @@ def demo(
     report = asyncio.run(prepare_demo(settings, fresh=not keep, console=console))
     if no_serve:
         return
-    asyncio.run(run_servers(settings, demo_upstream_port=upstream_port, banner=report))
+    uvloop.run(run_servers(settings, demo_upstream_port=upstream_port, with_gateway=True, banner=report))
 
 
 @app.command("apply")

@@ -12,12 +12,18 @@ from accord.core.config import Settings
 log = logging.getLogger("accord.server")
 
 
-async def run_servers(settings: Settings, *, demo_upstream_port: int | None = None,
+async def run_servers(settings: Settings, *, demo_upstream_port: int | None = None, with_gateway: bool = False,
                       banner: Callable[[], None] | None = None) -> None:
     from accord.app import create_app
 
     servers = [uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
                                              log_level="info", access_log=True))]
+    if with_gateway:
+        from accord.gateway.app import GatewayApp
+
+        servers.append(uvicorn.Server(uvicorn.Config(GatewayApp(settings), host=settings.gateway_host,
+                                                     port=settings.gateway_port, http="httptools", proxy_headers=False,
+                                                     log_level="warning", access_log=False)))
     if demo_upstream_port is not None:
         from accord.demo.upstream import DemoUpstream
 
@@ -31,7 +37,9 @@ async def run_servers(settings: Settings, *, demo_upstream_port: int | None = No
                 for s in servers:
                     s.should_exit = True
                 await asyncio.gather(*tasks, return_exceptions=True)
-                raise SystemExit(f"could not start: is port {settings.port} or {demo_upstream_port} already in use?")
+                ports = [settings.port] + ([settings.gateway_port] if with_gateway else []) + (
+                    [demo_upstream_port] if demo_upstream_port else [])
+                raise SystemExit(f"could not start: is one of the ports {ports} already in use?")
         await asyncio.sleep(0.05)
     if banner:
         banner()

@@ -29,14 +29,12 @@ from accord.apps.schemas import (
 from accord.auth.deps import AdminDep, PartnerMemberDep
 from accord.core.clock import utcnow
 from accord.core.deps import SessionDep, SettingsDep
-from accord.core.errors import invalid, problem_responses
+from accord.core.errors import READ_PROBLEMS, WRITE_PROBLEMS, invalid, problem_responses
 from accord.core.pagination import Page, PageDep, paginate
 from accord.partners.models import Partner
 
 admin_router = APIRouter(responses=problem_responses(401, 403))
 partner_router = APIRouter(responses=problem_responses(401, 403))
-READ = problem_responses(404)
-WRITE = problem_responses(404, 409, 422)
 Search = Annotated[str | None, Query(max_length=200, description="Search the name, or an exact app_id")]
 
 ADMIN_APPS = "/applications"
@@ -68,8 +66,7 @@ def _credential_created(credential: Credential, secret: str) -> CredentialCreate
 async def _credential_page(session: AsyncSession, app: Application, page: PageDep) -> Page[CredentialRead]:
     rows, total = await paginate(session, service.list_credentials(app.id), page)
     now = utcnow()
-    return Page(items=[CredentialRead.of(r, service.credential_status(r, now)) for r in rows], total=total,
-                limit=page.limit, offset=page.offset)
+    return Page.of([CredentialRead.of(r, service.credential_status(r, now)) for r in rows], total, page)
 
 
 # --- admin: applications --------------------------------------------------
@@ -80,8 +77,7 @@ async def list_applications(session: SessionDep, _: AdminDep, page: PageDep, par
                             q: Search = None) -> Page[ApplicationRead]:
     stmt = service.list_applications(partner_id=partner_id, environment=environment, state=state, search=q)
     rows, total = await paginate(session, stmt, page)
-    return Page(items=await _app_reads(session, rows, staff=True), total=total, limit=page.limit,
-                offset=page.offset)
+    return Page.of(await _app_reads(session, rows, staff=True), total, page)
 
 
 @admin_router.post(ADMIN_APPS, status_code=201, summary="Create an application for a partner (live at once)",
@@ -94,12 +90,12 @@ async def create_application(session: SessionDep, actor: AdminDep, data: AdminAp
     return await _app_read(session, app, staff=True)
 
 
-@admin_router.get(ADMIN_APPS + "/{application_id}", summary="Get an application", responses=READ)
+@admin_router.get(ADMIN_APPS + "/{application_id}", summary="Get an application", responses=READ_PROBLEMS)
 async def get_application(session: SessionDep, _: AdminDep, application_id: uuid.UUID) -> ApplicationRead:
     return await _app_read(session, await service.get_application(session, application_id), staff=True)
 
 
-@admin_router.patch(ADMIN_APPS + "/{application_id}", summary="Update an application", responses=WRITE)
+@admin_router.patch(ADMIN_APPS + "/{application_id}", summary="Update an application", responses=WRITE_PROBLEMS)
 async def update_application(session: SessionDep, actor: AdminDep, application_id: uuid.UUID,
                              data: ApplicationUpdate) -> ApplicationRead:
     app = await service.get_application(session, application_id)
@@ -108,7 +104,7 @@ async def update_application(session: SessionDep, actor: AdminDep, application_i
 
 
 @admin_router.delete(ADMIN_APPS + "/{application_id}", status_code=204,
-                     summary="Delete an application and its credentials", responses=READ)
+                     summary="Delete an application and its credentials", responses=READ_PROBLEMS)
 async def delete_application(session: SessionDep, actor: AdminDep, application_id: uuid.UUID) -> Response:
     await service.delete_application(session, actor, await service.get_application(session, application_id))
     return Response(status_code=204)
@@ -136,7 +132,7 @@ async def resume_application(session: SessionDep, actor: AdminDep, application_i
 
 
 @admin_router.post(ADMIN_APPS + "/{application_id}/subscriptions", summary="Let the application use a subscription",
-                   responses=WRITE)
+                   responses=WRITE_PROBLEMS)
 async def attach_subscription(session: SessionDep, actor: AdminDep, application_id: uuid.UUID,
                               data: AttachSubscription) -> ApplicationRead:
     app = await service.get_application(session, application_id)
@@ -145,7 +141,7 @@ async def attach_subscription(session: SessionDep, actor: AdminDep, application_
 
 
 @admin_router.delete(ADMIN_APPS + "/{application_id}/subscriptions/{subscription_id}",
-                     summary="Stop the application using a subscription", responses=WRITE)
+                     summary="Stop the application using a subscription", responses=WRITE_PROBLEMS)
 async def detach_subscription(session: SessionDep, actor: AdminDep, application_id: uuid.UUID,
                               subscription_id: uuid.UUID) -> ApplicationRead:
     app = await service.get_application(session, application_id)
@@ -156,14 +152,14 @@ async def detach_subscription(session: SessionDep, actor: AdminDep, application_
 # --- admin: credentials ---------------------------------------------------
 
 @admin_router.get(ADMIN_APPS + "/{application_id}/credentials", summary="List an application's credentials",
-                  responses=READ)
+                  responses=READ_PROBLEMS)
 async def list_credentials(session: SessionDep, _: AdminDep, application_id: uuid.UUID,
                            page: PageDep) -> Page[CredentialRead]:
     return await _credential_page(session, await service.get_application(session, application_id), page)
 
 
 @admin_router.post(ADMIN_APPS + "/{application_id}/credentials", status_code=201,
-                   summary="Create a credential (the secret is shown once)", responses=WRITE)
+                   summary="Create a credential (the secret is shown once)", responses=WRITE_PROBLEMS)
 async def create_credential(session: SessionDep, settings: SettingsDep, actor: AdminDep, application_id: uuid.UUID,
                             data: CredentialCreate) -> CredentialCreated:
     app = await service.get_application(session, application_id)
@@ -173,7 +169,8 @@ async def create_credential(session: SessionDep, settings: SettingsDep, actor: A
 
 
 @admin_router.post(ADMIN_APPS + "/{application_id}/credentials/import", status_code=201,
-                   summary="Import an existing key (migration); only its keyed hash is stored", responses=WRITE)
+                   summary="Import an existing key (migration); only its keyed hash is stored",
+                   responses=WRITE_PROBLEMS)
 async def import_credential(session: SessionDep, settings: SettingsDep, actor: AdminDep, application_id: uuid.UUID,
                             data: CredentialImport) -> CredentialRead:
     app = await service.get_application(session, application_id)
@@ -183,7 +180,7 @@ async def import_credential(session: SessionDep, settings: SettingsDep, actor: A
 
 
 @admin_router.get(ADMIN_APPS + "/{application_id}/credentials/{credential_id}", summary="Get a credential",
-                  responses=READ)
+                  responses=READ_PROBLEMS)
 async def get_credential(session: SessionDep, _: AdminDep, application_id: uuid.UUID,
                          credential_id: uuid.UUID) -> CredentialRead:
     app = await service.get_application(session, application_id)
@@ -192,7 +189,7 @@ async def get_credential(session: SessionDep, _: AdminDep, application_id: uuid.
 
 @admin_router.post(ADMIN_APPS + "/{application_id}/credentials/{credential_id}/rotate", status_code=201,
                    summary="Rotate a credential: a new secret now, the old one valid until `expire_old_at`",
-                   responses=WRITE)
+                   responses=WRITE_PROBLEMS)
 async def rotate_credential(session: SessionDep, settings: SettingsDep, actor: AdminDep, application_id: uuid.UUID,
                             credential_id: uuid.UUID, data: CredentialRotate | None = None) -> CredentialCreated:
     app = await service.get_application(session, application_id)
@@ -203,7 +200,7 @@ async def rotate_credential(session: SessionDep, settings: SettingsDep, actor: A
 
 
 @admin_router.post(ADMIN_APPS + "/{application_id}/credentials/{credential_id}/revoke",
-                   summary="Revoke a credential now", responses=READ)
+                   summary="Revoke a credential now", responses=READ_PROBLEMS)
 async def revoke_credential(session: SessionDep, actor: AdminDep, application_id: uuid.UUID,
                             credential_id: uuid.UUID) -> CredentialRead:
     app = await service.get_application(session, application_id)
@@ -213,19 +210,18 @@ async def revoke_credential(session: SessionDep, actor: AdminDep, application_id
 
 # --- partner: applications ------------------------------------------------
 
-@partner_router.get(PARTNER_APPS, summary="List the partner's applications", responses=READ)
+@partner_router.get(PARTNER_APPS, summary="List the partner's applications", responses=READ_PROBLEMS)
 async def partner_list_applications(session: SessionDep, member: PartnerMemberDep, page: PageDep,
                                     environment: Environment | None = None, state: ApplicationState | None = None,
                                     q: Search = None) -> Page[ApplicationRead]:
     stmt = service.list_applications(partner_id=member.partner.id, environment=environment, state=state, search=q)
     rows, total = await paginate(session, stmt, page)
-    return Page(items=await _app_reads(session, rows, staff=False), total=total, limit=page.limit,
-                offset=page.offset)
+    return Page.of(await _app_reads(session, rows, staff=False), total, page)
 
 
 @partner_router.post(PARTNER_APPS, status_code=201,
                      summary="Create an application (sandbox: live at once; production: pending approval)",
-                     responses=WRITE)
+                     responses=WRITE_PROBLEMS)
 async def partner_create_application(session: SessionDep, member: PartnerMemberDep,
                                      data: ApplicationCreate) -> ApplicationRead:
     app = await service.create_application(session, member.actor, member.partner, data, by_staff=False)
@@ -233,7 +229,7 @@ async def partner_create_application(session: SessionDep, member: PartnerMemberD
 
 
 @partner_router.get(PARTNER_APPS + "/{application_id}", summary="Get one of the partner's applications",
-                    responses=READ)
+                    responses=READ_PROBLEMS)
 async def partner_get_application(session: SessionDep, member: PartnerMemberDep,
                                   application_id: uuid.UUID) -> ApplicationRead:
     app = await service.get_application(session, application_id, partner_id=member.partner.id)
@@ -241,7 +237,7 @@ async def partner_get_application(session: SessionDep, member: PartnerMemberDep,
 
 
 @partner_router.patch(PARTNER_APPS + "/{application_id}", summary="Update one of the partner's applications",
-                      responses=WRITE)
+                      responses=WRITE_PROBLEMS)
 async def partner_update_application(session: SessionDep, member: PartnerMemberDep, application_id: uuid.UUID,
                                      data: ApplicationUpdate) -> ApplicationRead:
     app = await service.get_application(session, application_id, partner_id=member.partner.id)
@@ -250,7 +246,7 @@ async def partner_update_application(session: SessionDep, member: PartnerMemberD
 
 
 @partner_router.delete(PARTNER_APPS + "/{application_id}", status_code=204,
-                       summary="Delete one of the partner's applications and its credentials", responses=READ)
+                       summary="Delete one of the partner's applications and its credentials", responses=READ_PROBLEMS)
 async def partner_delete_application(session: SessionDep, member: PartnerMemberDep,
                                      application_id: uuid.UUID) -> Response:
     app = await service.get_application(session, application_id, partner_id=member.partner.id)
@@ -259,7 +255,7 @@ async def partner_delete_application(session: SessionDep, member: PartnerMemberD
 
 
 @partner_router.post(PARTNER_APPS + "/{application_id}/subscriptions",
-                     summary="Let the application use one of the partner's subscriptions", responses=WRITE)
+                     summary="Let the application use one of the partner's subscriptions", responses=WRITE_PROBLEMS)
 async def partner_attach_subscription(session: SessionDep, member: PartnerMemberDep, application_id: uuid.UUID,
                                       data: AttachSubscription) -> ApplicationRead:
     app = await service.get_application(session, application_id, partner_id=member.partner.id)
@@ -268,7 +264,7 @@ async def partner_attach_subscription(session: SessionDep, member: PartnerMember
 
 
 @partner_router.delete(PARTNER_APPS + "/{application_id}/subscriptions/{subscription_id}",
-                       summary="Stop the application using a subscription", responses=WRITE)
+                       summary="Stop the application using a subscription", responses=WRITE_PROBLEMS)
 async def partner_detach_subscription(session: SessionDep, member: PartnerMemberDep, application_id: uuid.UUID,
                                       subscription_id: uuid.UUID) -> ApplicationRead:
     app = await service.get_application(session, application_id, partner_id=member.partner.id)
@@ -279,7 +275,7 @@ async def partner_detach_subscription(session: SessionDep, member: PartnerMember
 # --- partner: credentials -------------------------------------------------
 
 @partner_router.get(PARTNER_APPS + "/{application_id}/credentials", summary="List an application's credentials",
-                    responses=READ)
+                    responses=READ_PROBLEMS)
 async def partner_list_credentials(session: SessionDep, member: PartnerMemberDep, application_id: uuid.UUID,
                                    page: PageDep) -> Page[CredentialRead]:
     app = await service.get_application(session, application_id, partner_id=member.partner.id)
@@ -287,7 +283,7 @@ async def partner_list_credentials(session: SessionDep, member: PartnerMemberDep
 
 
 @partner_router.post(PARTNER_APPS + "/{application_id}/credentials", status_code=201,
-                     summary="Create a credential (the secret is shown once)", responses=WRITE)
+                     summary="Create a credential (the secret is shown once)", responses=WRITE_PROBLEMS)
 async def partner_create_credential(session: SessionDep, settings: SettingsDep, member: PartnerMemberDep,
                                     application_id: uuid.UUID, data: CredentialCreate) -> CredentialCreated:
     app = await service.get_application(session, application_id, partner_id=member.partner.id)
@@ -297,7 +293,7 @@ async def partner_create_credential(session: SessionDep, settings: SettingsDep, 
 
 
 @partner_router.get(PARTNER_APPS + "/{application_id}/credentials/{credential_id}", summary="Get a credential",
-                    responses=READ)
+                    responses=READ_PROBLEMS)
 async def partner_get_credential(session: SessionDep, member: PartnerMemberDep, application_id: uuid.UUID,
                                  credential_id: uuid.UUID) -> CredentialRead:
     app = await service.get_application(session, application_id, partner_id=member.partner.id)
@@ -306,7 +302,7 @@ async def partner_get_credential(session: SessionDep, member: PartnerMemberDep, 
 
 @partner_router.post(PARTNER_APPS + "/{application_id}/credentials/{credential_id}/rotate", status_code=201,
                      summary="Rotate a credential: a new secret now, the old one valid until `expire_old_at`",
-                     responses=WRITE)
+                     responses=WRITE_PROBLEMS)
 async def partner_rotate_credential(session: SessionDep, settings: SettingsDep, member: PartnerMemberDep,
                                     application_id: uuid.UUID, credential_id: uuid.UUID,
                                     data: CredentialRotate | None = None) -> CredentialCreated:
@@ -318,7 +314,7 @@ async def partner_rotate_credential(session: SessionDep, settings: SettingsDep, 
 
 
 @partner_router.post(PARTNER_APPS + "/{application_id}/credentials/{credential_id}/revoke",
-                     summary="Revoke a credential now", responses=READ)
+                     summary="Revoke a credential now", responses=READ_PROBLEMS)
 async def partner_revoke_credential(session: SessionDep, member: PartnerMemberDep, application_id: uuid.UUID,
                                     credential_id: uuid.UUID) -> CredentialRead:
     app = await service.get_application(session, application_id, partner_id=member.partner.id)

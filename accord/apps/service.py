@@ -35,6 +35,7 @@ from accord.audit import service as audit
 from accord.auth.actor import Actor
 from accord.core.clock import utcnow
 from accord.core.errors import ProblemError, conflict, invalid, not_found
+from accord.core.queries import where_equal
 from accord.core.security import keyed_hash, last_four, new_secret
 from accord.customfields import service as customfields
 from accord.customfields.models import FieldTarget
@@ -61,13 +62,11 @@ def list_applications(
     state: ApplicationState | None = None,
     search: str | None = None,
 ) -> Select:
-    stmt = select(Application).order_by(Application.created_at.desc(), Application.id)
-    if partner_id:
-        stmt = stmt.where(Application.partner_id == partner_id)
-    if environment:
-        stmt = stmt.where(Application.environment == environment)
-    if state:
-        stmt = stmt.where(Application.state == state)
+    stmt = where_equal(select(Application).order_by(Application.created_at.desc(), Application.id), {
+        Application.partner_id: partner_id,
+        Application.environment: environment,
+        Application.state: state,
+    })
     if search:
         stmt = stmt.where(or_(func.lower(Application.name).contains(search.lower()), Application.app_id == search))
     return stmt

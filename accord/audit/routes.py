@@ -12,7 +12,7 @@ from accord.audit.schemas import AuditEntryRead
 from accord.auth.deps import AdminDep
 from accord.core.deps import SessionDep
 from accord.core.errors import problem_responses
-from accord.core.pagination import Page, PageDep, paginate
+from accord.core.pagination import Page, PageDep, read_page
 
 admin_router = APIRouter(responses=problem_responses(401, 403))
 Text = Annotated[str | None, Query(max_length=100)]
@@ -25,6 +25,4 @@ async def list_audit(session: SessionDep, _: AdminDep, page: PageDep, action: Te
                      until: datetime | None = None) -> Page[AuditEntryRead]:
     stmt = service.query(action=action, target_type=target_type, target_id=target_id, partner_id=partner_id,
                          actor_id=actor_id, since=since, until=until)
-    rows, total = await paginate(session, stmt, page)
-    return Page(items=[AuditEntryRead.model_validate(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)
+    return await read_page(session, stmt, page, AuditEntryRead.model_validate)

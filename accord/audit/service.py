@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accord.audit.models import AuditEntry
 from accord.auth.actor import Actor
+from accord.core.queries import where_equal
 
 # Columns never copied into the audit trail.
 _SECRET_COLUMNS = {"password_hash", "token_hash", "key_hash"}
@@ -84,17 +85,13 @@ def query(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Select:
-    stmt = select(AuditEntry).order_by(AuditEntry.seq.desc())
-    if action:
-        stmt = stmt.where(AuditEntry.action == action)
-    if target_type:
-        stmt = stmt.where(AuditEntry.target_type == target_type)
-    if target_id:
-        stmt = stmt.where(AuditEntry.target_id == target_id)
-    if partner_id:
-        stmt = stmt.where(AuditEntry.partner_id == partner_id)
-    if actor_id:
-        stmt = stmt.where(AuditEntry.actor_id == actor_id)
+    stmt = where_equal(select(AuditEntry).order_by(AuditEntry.seq.desc()), {
+        AuditEntry.action: action,
+        AuditEntry.target_type: target_type,
+        AuditEntry.target_id: target_id,
+        AuditEntry.partner_id: partner_id,
+        AuditEntry.actor_id: actor_id,
+    })
     if since:
         stmt = stmt.where(AuditEntry.at >= since)
     if until:

@@ -18,7 +18,9 @@ from accord.teams.models import MemberRole, Membership
 from accord.users.models import StaffRole, User
 
 _bearer = HTTPBearer(auto_error=False, description="Admin token (`acc_admin_…`) or staff session token")
-_member_bearer = HTTPBearer(auto_error=False, scheme_name="UserSession",
+# The signed-in user's session token. Routes that read it themselves (to end that session, or to
+# treat a request without one as anonymous) use this too, so the API has one `UserSession` scheme.
+session_bearer = HTTPBearer(auto_error=False, scheme_name="UserSession",
                             description="Session token from `POST /api/auth/login` (`acc_sess_…`)")
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -55,12 +57,16 @@ async def _owner(actor: Annotated[Actor, Depends(_staff)]) -> Actor:
     return actor
 
 
+def _session_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(session_bearer)]) -> str:
+    return _token(credentials)
+
+
 async def _user(
     session: SessionDep,
     settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_member_bearer)],
+    token: Annotated[str, Depends(_session_token)],
 ) -> User:
-    user = await service.user_for_session_token(session, settings.secret_key, _token(credentials))
+    user = await service.user_for_session_token(session, settings.secret_key, token)
     if user is None:
         raise ProblemError("unauthenticated", "the session token is unknown, revoked or expired")
     return user
@@ -109,5 +115,6 @@ AdminDep = Annotated[Actor, Depends(_staff)]
 CatalogAdminDep = Annotated[Actor, Depends(_catalog_admin)]
 OwnerDep = Annotated[Actor, Depends(_owner)]
 UserDep = Annotated[User, Depends(_user)]
+SessionTokenDep = Annotated[str, Depends(_session_token)]
 PartnerMemberDep = Annotated[Member, Depends(_member)]
 PartnerAdminDep = Annotated[Member, Depends(_partner_admin)]

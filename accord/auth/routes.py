@@ -11,17 +11,16 @@ from accord.auth.deps import OwnerDep
 from accord.auth.models import AdminToken
 from accord.auth.schemas import AdminTokenCreate, AdminTokenCreated, AdminTokenRead
 from accord.core.deps import SessionDep, SettingsDep
-from accord.core.errors import problem_responses
-from accord.core.pagination import Page, PageDep, paginate
+from accord.core.errors import READ_PROBLEMS, problem_responses
+from accord.core.pagination import Page, PageDep, read_page
 
 admin_router = APIRouter(responses=problem_responses(401, 403))
 
 
 @admin_router.get("/tokens", summary="List admin tokens")
 async def list_tokens(session: SessionDep, _: OwnerDep, page: PageDep) -> Page[AdminTokenRead]:
-    rows, total = await paginate(session, select(AdminToken).order_by(AdminToken.created_at.desc()), page)
-    return Page(items=[AdminTokenRead.model_validate(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)
+    newest_first = select(AdminToken).order_by(AdminToken.created_at.desc())
+    return await read_page(session, newest_first, page, AdminTokenRead.model_validate)
 
 
 @admin_router.post("/tokens", status_code=201, summary="Create an admin token (the secret is shown once)",
@@ -34,6 +33,6 @@ async def create_token(session: SessionDep, settings: SettingsDep, actor: OwnerD
     return AdminTokenCreated(**AdminTokenRead.model_validate(token).model_dump(), token=secret)
 
 
-@admin_router.post("/tokens/{token_id}/revoke", summary="Revoke an admin token now", responses=problem_responses(404))
+@admin_router.post("/tokens/{token_id}/revoke", summary="Revoke an admin token now", responses=READ_PROBLEMS)
 async def revoke_token(session: SessionDep, actor: OwnerDep, token_id: uuid.UUID) -> AdminTokenRead:
     return AdminTokenRead.model_validate(await service.revoke_admin_token(session, actor, token_id))

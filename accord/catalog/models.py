@@ -51,6 +51,10 @@ class Api(Entity):
     credential_location: Mapped[CredentialLocation] = mapped_column(default=CredentialLocation.authorization)
     credential_name: Mapped[str] = mapped_column(String(100), default="")
     openapi: Mapped[dict[str, Any] | None] = mapped_column()
+    # Limits count per end user (of the partner's app) when requests carry this header.
+    end_user_header: Mapped[str] = mapped_column(String(100), default="")
+    # Send X-Accord-Partner / X-Accord-Application upstream.
+    forward_identity: Mapped[bool] = mapped_column(default=True)
 
 
 class Metric(Entity):

@@ -35,6 +35,9 @@ class ApiCreate(WriteModel):
     credential_location: CredentialLocation = CredentialLocation.authorization
     credential_name: Annotated[str, StringConstraints(max_length=100, pattern=r"^[A-Za-z0-9_-]*$")] = ""
     openapi: OpenApiInput = None
+    end_user_header: Annotated[str, StringConstraints(max_length=100, pattern=r"^[A-Za-z0-9-]*$"), Field(
+        description="Header naming the end user; limits then count per end user")] = ""
+    forward_identity: bool = Field(True, description="Send X-Accord-Partner and X-Accord-Application upstream")
 
 
 class ApiUpdate(WriteModel):
@@ -48,6 +51,8 @@ class ApiUpdate(WriteModel):
     credential_location: CredentialLocation | None = None
     credential_name: Annotated[str, StringConstraints(max_length=100, pattern=r"^[A-Za-z0-9_-]*$")] | None = None
     openapi: OpenApiInput = None
+    end_user_header: Annotated[str, StringConstraints(max_length=100, pattern=r"^[A-Za-z0-9-]*$")] | None = None
+    forward_identity: bool | None = None
 
 
 class ApiRead(ReadModel):
@@ -62,6 +67,8 @@ class ApiRead(ReadModel):
     credential_location: CredentialLocation
     credential_name: str
     has_openapi: bool
+    end_user_header: str
+    forward_identity: bool
     created_at: datetime
     updated_at: datetime
 
@@ -73,6 +80,7 @@ class ApiRead(ReadModel):
                                                 production=api.production_upstream_url),
             visibility=api.visibility, lifecycle=api.lifecycle, credential_location=api.credential_location,
             credential_name=api.credential_name, has_openapi=api.openapi is not None,
+            end_user_header=api.end_user_header, forward_identity=api.forward_identity,
             created_at=api.created_at, updated_at=api.updated_at,
         )
 

@@ -64,7 +64,8 @@ async def create_api(session: AsyncSession, actor: Actor, data: ApiCreate) -> Ap
         name=data.name, slug=data.slug, description=data.description, path_prefix=data.path_prefix,
         sandbox_upstream_url=data.upstreams.sandbox, production_upstream_url=data.upstreams.production,
         visibility=data.visibility, lifecycle=data.lifecycle, credential_location=data.credential_location,
-        credential_name=data.credential_name,
+        credential_name=data.credential_name, end_user_header=data.end_user_header,
+        forward_identity=data.forward_identity,
         openapi=openapi.parse_document(data.openapi) if data.openapi is not None else None,
     )
     session.add(api)

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     invitation_days: int = 7
     user_session_days: int = 30
     log_sql: bool = False
+    # The gateway (data plane).
+    gateway_redis_url: str | None = None  # shared limit counters for several gateway processes
+    gateway_limits_on_redis_down: Literal["open", "closed"] = "open"  # per-process limits, or 503
+    gateway_upstream_timeout: float = 30.0
+    gateway_poll_interval: float = 0.2  # how often the program version is checked
+    gateway_flush_interval: float = 1.0  # how often usage is written
 
     def refuse_unsafe(self) -> None:
         """Raise if this configuration must not run in production."""

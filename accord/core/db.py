@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,8 +117,9 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
 
 
+@asynccontextmanager
 async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One transaction: committed when the block ends cleanly, rolled back otherwise."""
+    """One transaction: committed when the `async with` block ends cleanly, rolled back otherwise."""
     async with factory() as session:
         try:
             yield session

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accord.core.config import Settings
+from accord.core.db import session_scope
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -15,14 +16,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
     Services never commit; this is the one place a request's work is made durable.
     """
-    factory = request.app.state.session_factory
-    async with factory() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    async with session_scope(request.app.state.session_factory) as session:
+        yield session
 
 
 def get_settings_dep(request: Request) -> Settings:

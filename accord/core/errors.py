@@ -35,6 +35,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str, str]] = {
 }
 
 
+
 class FieldError(BaseModel):
     field: str
     reason: str
@@ -150,3 +151,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
     return out
+
+
+# What most routes document besides their router's 401 and 403: a route that reads one
+# thing may answer 404; one that changes data may also answer 409 and 422.
+READ_PROBLEMS = problem_responses(404)
+WRITE_PROBLEMS = problem_responses(404, 409, 422)

@@ -9,7 +9,9 @@ from accord.plans import models as plans  # noqa: F401
 from accord.products import models as products  # noqa: F401
 from accord.subscriptions import models as subscriptions  # noqa: F401
 from accord.teams import models as teams  # noqa: F401
+from accord.usage import models as usage  # noqa: F401
 from accord.users import models as users  # noqa: F401
+from accord.core import version as program_version  # noqa: F401
 from accord.core.db import Base
 
 metadata = Base.metadata

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Response
 
 from accord.auth.deps import AdminDep, CatalogAdminDep
 from accord.core.deps import SessionDep
-from accord.core.errors import problem_responses
-from accord.core.pagination import Page, PageDep, paginate
+from accord.core.errors import READ_PROBLEMS, problem_responses
+from accord.core.pagination import Page, PageDep, read_page
 from accord.customfields import service
 from accord.customfields.models import FieldTarget
 from accord.customfields.schemas import FieldDefinitionCreate, FieldDefinitionRead, FieldDefinitionUpdate
@@ -19,9 +19,7 @@ admin_router = APIRouter(responses=problem_responses(401, 403))
 @admin_router.get("/custom-fields", summary="List custom field definitions")
 async def list_fields(session: SessionDep, _: AdminDep, page: PageDep,
                       target: FieldTarget | None = None) -> Page[FieldDefinitionRead]:
-    rows, total = await paginate(session, service.list_definitions(target), page)
-    return Page(items=[FieldDefinitionRead.model_validate(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)
+    return await read_page(session, service.list_definitions(target), page, FieldDefinitionRead.model_validate)
 
 
 @admin_router.post("/custom-fields", status_code=201, summary="Define a custom field",
@@ -32,7 +30,7 @@ async def create_field(session: SessionDep, actor: CatalogAdminDep,
 
 
 @admin_router.get("/custom-fields/{field_id}", summary="Get a custom field definition",
-                  responses=problem_responses(404))
+                  responses=READ_PROBLEMS)
 async def get_field(session: SessionDep, _: AdminDep, field_id: uuid.UUID) -> FieldDefinitionRead:
     return FieldDefinitionRead.model_validate(await service.get_definition(session, field_id))
 
@@ -45,7 +43,7 @@ async def update_field(session: SessionDep, actor: CatalogAdminDep, field_id: uu
 
 
 @admin_router.delete("/custom-fields/{field_id}", status_code=204, summary="Delete a custom field definition",
-                     responses=problem_responses(404))
+                     responses=READ_PROBLEMS)
 async def delete_field(session: SessionDep, actor: CatalogAdminDep, field_id: uuid.UUID) -> Response:
     await service.delete_definition(session, actor, field_id)
     return Response(status_code=204)

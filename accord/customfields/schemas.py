@@ -11,6 +11,8 @@ from accord.customfields.models import FieldTarget, FieldType
 
 FieldKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Choice = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Choices = Annotated[list[Choice], Field(max_length=200)]
+Position = Annotated[int, Field(ge=0, le=10_000)]
 
 
 class FieldDefinitionCreate(WriteModel):
@@ -19,16 +21,16 @@ class FieldDefinitionCreate(WriteModel):
     label: Name
     type: FieldType = FieldType.text
     required: bool = False
-    choices: Annotated[list[Choice], Field(max_length=200)] = []
-    position: Annotated[int, Field(ge=0, le=10_000)] = 0
+    choices: Choices = []
+    position: Position = 0
     hidden: bool = Field(False, description="Kept by staff only; never shown to partners")
 
 
 class FieldDefinitionUpdate(WriteModel):
     label: Name | None = None
     required: bool | None = None
-    choices: Annotated[list[Choice], Field(max_length=200)] | None = None
-    position: Annotated[int, Field(ge=0, le=10_000)] | None = None
+    choices: Choices | None = None
+    position: Position | None = None
     hidden: bool | None = None
 
 

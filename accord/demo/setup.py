@@ -39,7 +39,7 @@ async def prepare_demo(settings: Settings, *, fresh: bool, console: Console) -> 
 
     engine = create_engine(settings.database_url)
     try:
-        async for session in session_scope(session_factory(engine)):
+        async with session_scope(session_factory(engine)) as session:
             result = await apply_program(session, settings, load_document(PROGRAM), actor=CLI_ACTOR)
             emails = [m["email"] for p in load_document(PROGRAM).get("partners", []) for m in p.get("members", [])]
             for user in await session.scalars(select(User).where(User.email.in_(emails))):
@@ -52,7 +52,8 @@ async def prepare_demo(settings: Settings, *, fresh: bool, console: Console) -> 
         base = f"http://{settings.host}:{settings.port}"
         console.rule("[bold]Accord demo is running")
         console.print(f"Control plane   {base}   (API docs: {base}/docs)")
-        console.print(f"Gateway port    {settings.gateway_host}:{settings.gateway_port} (reserved for the gateway)")
+        gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
+        console.print(f"Gateway         {gateway}   (sandbox calls go under {gateway}/sandbox/…)")
         console.print(f"Admin token     [bold]{token}[/bold]")
         console.print(f"  try: curl -H 'Authorization: Bearer {token}' {base}/admin/api/partners")
         table = Table(title="Demo partner credentials (shown once; new on every fresh start)")
@@ -61,6 +62,11 @@ async def prepare_demo(settings: Settings, *, fresh: bool, console: Console) -> 
         for created in result.secrets:
             table.add_row(created.partner, created.application, created.environment, created.name, created.secret)
         console.print(table)
+        trial = next((c for c in result.secrets if c.partner == "dana-dev"), None)
+        if trial is not None:
+            console.print("Dana's Trial plan allows 100 GETs a month and no writes; try it:")
+            console.print(f"  curl -i -H 'Authorization: Bearer {trial.secret}' {gateway}/sandbox/social/users")
+            console.print(f"  curl -i -X POST -H 'Authorization: Bearer {trial.secret}' {gateway}/sandbox/social/posts")
         console.print(f"Demo members sign in with password [bold]{DEMO_PASSWORD}[/bold], e.g.\n"
                       f"  curl -X POST {base}/api/auth/login -H 'content-type: application/json' "
                       f"-d '{{\"email\":\"alice@acme.example\",\"password\":\"{DEMO_PASSWORD}\"}}'")

@@ -21,6 +21,17 @@ def _run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        if not context.is_offline_mode() and config.attributes.get("autogenerate") is not True:
+            _ensure_rows(connection)
+
+
+def _ensure_rows(connection: Connection) -> None:
+    from sqlalchemy import inspect
+
+    from accord.core.version import ensure_version_row
+
+    if inspect(connection).has_table("program_version"):
+        ensure_version_row(connection)
 
 
 async def _run_async() -> None:

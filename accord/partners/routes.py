@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accord.auth.deps import AdminDep, CatalogAdminDep, PartnerAdminDep, PartnerMemberDep, UserDep
 from accord.core.deps import SessionDep
-from accord.core.errors import problem_responses
-from accord.core.pagination import Page, PageDep, paginate
+from accord.core.errors import READ_PROBLEMS, WRITE_PROBLEMS, problem_responses
+from accord.core.pagination import Page, PageDep, paginate, read_page
 from accord.customfields.models import FieldTarget
 from accord.customfields.service import definitions_for, visible_values
 from accord.partners import service
@@ -35,8 +35,6 @@ from accord.partners.schemas import (
 
 admin_router = APIRouter(responses=problem_responses(401, 403))
 partner_router = APIRouter(responses=problem_responses(401, 403))
-READ = problem_responses(404)
-WRITE = problem_responses(404, 409, 422)
 
 
 async def _read(session: AsyncSession, partner: Partner) -> PartnerRead:
@@ -48,8 +46,7 @@ async def _read(session: AsyncSession, partner: Partner) -> PartnerRead:
 
 @admin_router.get("/tiers", summary="List program tiers, lowest rank first")
 async def list_tiers(session: SessionDep, _: AdminDep, page: PageDep) -> Page[TierRead]:
-    rows, total = await paginate(session, service.list_tiers(), page)
-    return Page(items=[TierRead.model_validate(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
+    return await read_page(session, service.list_tiers(), page, TierRead.model_validate)
 
 
 @admin_router.post("/tiers", status_code=201, summary="Create a tier", responses=problem_responses(409, 422))
@@ -65,12 +62,12 @@ async def reorder_tiers(session: SessionDep, actor: CatalogAdminDep, data: TierR
     return [TierRead.model_validate(t) for t in await service.reorder_tiers(session, actor, data.tier_ids)]
 
 
-@admin_router.get("/tiers/{tier_id}", summary="Get a tier", responses=READ)
+@admin_router.get("/tiers/{tier_id}", summary="Get a tier", responses=READ_PROBLEMS)
 async def get_tier(session: SessionDep, _: AdminDep, tier_id: uuid.UUID) -> TierRead:
     return TierRead.model_validate(await service.get_tier(session, tier_id))
 
 
-@admin_router.patch("/tiers/{tier_id}", summary="Update a tier", responses=WRITE)
+@admin_router.patch("/tiers/{tier_id}", summary="Update a tier", responses=WRITE_PROBLEMS)
 async def update_tier(session: SessionDep, actor: CatalogAdminDep, tier_id: uuid.UUID, data: TierUpdate) -> TierRead:
     return TierRead.model_validate(await service.update_tier(session, actor, tier_id, data))
 
@@ -100,8 +97,7 @@ async def list_partners(
                                  created_after=created_after, created_before=created_before, sort=sort)
     rows, total = await paginate(session, stmt, page)
     tiers = await service.tiers_by_id(session, rows)
-    return Page(items=[PartnerRead.of(r, tiers.get(r.tier_id)) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)
+    return Page.of([PartnerRead.of(r, tiers.get(r.tier_id)) for r in rows], total, page)
 
 
 @admin_router.post("/partners", status_code=201, summary="Create a partner", responses=problem_responses(409, 422))
@@ -109,12 +105,12 @@ async def create_partner(session: SessionDep, actor: AdminDep, data: PartnerCrea
     return await _read(session, await service.create_partner(session, actor, data))
 
 
-@admin_router.get("/partners/{partner_id}", summary="Get a partner", responses=READ)
+@admin_router.get("/partners/{partner_id}", summary="Get a partner", responses=READ_PROBLEMS)
 async def get_partner(session: SessionDep, _: AdminDep, partner_id: uuid.UUID) -> PartnerRead:
     return await _read(session, await service.get_partner(session, partner_id))
 
 
-@admin_router.patch("/partners/{partner_id}", summary="Update a partner", responses=WRITE,
+@admin_router.patch("/partners/{partner_id}", summary="Update a partner", responses=WRITE_PROBLEMS,
                     description="Status and tier change through their own actions, not here.")
 async def update_partner(session: SessionDep, actor: AdminDep, partner_id: uuid.UUID,
                          data: PartnerUpdate) -> PartnerRead:
@@ -136,20 +132,20 @@ async def activate_partner(session: SessionDep, actor: AdminDep, partner_id: uui
     return await _read(session, await service.activate_partner(session, actor, partner_id))
 
 
-@admin_router.post("/partners/{partner_id}/suspend", summary="Suspend an active partner", responses=WRITE)
+@admin_router.post("/partners/{partner_id}/suspend", summary="Suspend an active partner", responses=WRITE_PROBLEMS)
 async def suspend_partner(session: SessionDep, actor: AdminDep, partner_id: uuid.UUID,
                           data: SuspendRequest) -> PartnerRead:
     return await _read(session, await service.suspend_partner(session, actor, partner_id, data.reason))
 
 
-@admin_router.post("/partners/{partner_id}/close", summary="Close a partner for good", responses=WRITE)
+@admin_router.post("/partners/{partner_id}/close", summary="Close a partner for good", responses=WRITE_PROBLEMS)
 async def close_partner(session: SessionDep, actor: AdminDep, partner_id: uuid.UUID,
                         data: CloseRequest | None = None) -> PartnerRead:
     reason = data.reason if data else ""
     return await _read(session, await service.close_partner(session, actor, partner_id, reason))
 
 
-@admin_router.post("/partners/{partner_id}/tier", summary="Move a partner to another tier", responses=WRITE)
+@admin_router.post("/partners/{partner_id}/tier", summary="Move a partner to another tier", responses=WRITE_PROBLEMS)
 async def change_tier(session: SessionDep, actor: AdminDep, partner_id: uuid.UUID, data: TierChange) -> PartnerRead:
     return await _read(session, await service.change_tier(session, actor, partner_id, data.tier))
 
@@ -164,18 +160,16 @@ async def _self_read(session: AsyncSession, partner: Partner) -> PartnerSelfRead
 
 @partner_router.get("/tiers", summary="The program's tiers, lowest rank first")
 async def list_public_tiers(session: SessionDep, _: UserDep, page: PageDep) -> Page[TierPublic]:
-    rows, total = await paginate(session, service.list_tiers(), page)
-    return Page(items=[TierPublic.model_validate(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)
+    return await read_page(session, service.list_tiers(), page, TierPublic.model_validate)
 
 
-@partner_router.get("/partners/{partner_id}", summary="Your partner organisation", responses=READ)
+@partner_router.get("/partners/{partner_id}", summary="Your partner organisation", responses=READ_PROBLEMS)
 async def get_own_partner(session: SessionDep, member: PartnerMemberDep) -> PartnerSelfRead:
     return await _self_read(session, member.partner)
 
 
 @partner_router.patch("/partners/{partner_id}", summary="Update your partner organisation's details",
-                      responses=WRITE,
+                      responses=WRITE_PROBLEMS,
                       description="Partner admins only. Name, contact details, website, country and visible "
                                   "custom fields; the rest is the program's to change.")
 async def update_own_partner(session: SessionDep, member: PartnerAdminDep, data: PartnerSelfUpdate) -> PartnerSelfRead:

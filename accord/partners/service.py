@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accord.audit import service as audit
 from accord.auth.actor import Actor
 from accord.core.errors import ProblemError, conflict, invalid, not_found
+from accord.core.queries import where_equal
 from accord.customfields.models import FieldTarget
 from accord.customfields.service import validate_values
 from accord.partners.models import Audience, Partner, PartnerStatus, PartnerType, Tier
@@ -216,17 +217,11 @@ def list_partners(
     created_before: datetime | None = None,
     sort: PartnerSort = PartnerSort.name,
 ) -> Select:
-    stmt = select(Partner)
-    if type:
-        stmt = stmt.where(Partner.type == type)
+    stmt = where_equal(select(Partner), {Partner.type: type, Partner.status: status, Partner.audience: audience})
     if tier:
         by_slug = Partner.tier_id.in_(select(Tier.id).where(Tier.slug == tier))
         tier_id = _as_uuid(tier)
         stmt = stmt.where(or_(by_slug, Partner.tier_id == tier_id) if tier_id else by_slug)
-    if status:
-        stmt = stmt.where(Partner.status == status)
-    if audience:
-        stmt = stmt.where(Partner.audience == audience)
     if search:
         needle = search.strip().lower()
         stmt = stmt.where(or_(func.lower(Partner.name).contains(needle, autoescape=True),

@@ -24,8 +24,8 @@ from accord.catalog.models import CredentialLocation, Lifecycle, Visibility
 from accord.catalog.patterns import validate_pattern
 from accord.catalog.schemas import MetricName, PathPrefix
 from accord.core.schemas import HttpUrl, LongText, Name, Slug
-from accord.customfields.models import FieldTarget, FieldType
-from accord.customfields.schemas import Choice, FieldKey
+from accord.customfields.models import FieldType
+from accord.customfields.schemas import FieldDefinitionCreate
 from accord.partners.models import Audience, PartnerStatus, PartnerType
 from accord.partners.schemas import ContactEmail, ContactName, Country, Phone, Rank, Website
 from accord.plans.models import Period
@@ -86,15 +86,8 @@ class TierSpec(Spec):
     description: LongText = ""
 
 
-class CustomFieldSpec(Spec):
-    target: FieldTarget
-    key: FieldKey
-    label: Name
-    type: FieldType = FieldType.text
-    required: bool = False
-    choices: Annotated[list[Choice], Field(max_length=200)] = []
-    position: Annotated[int, Field(ge=0, le=10_000)] = 0
-    hidden: bool = False
+class CustomFieldSpec(FieldDefinitionCreate):
+    """A custom field as the admin API defines it; the file's choices are checked as it is read."""
 
     @model_validator(mode="after")
     def _choices(self) -> "CustomFieldSpec":

@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accord.auth.deps import AdminDep, PartnerAdminDep, PartnerMemberDep
 from accord.core.deps import SessionDep
-from accord.core.errors import problem_responses
-from accord.core.pagination import Page, PageDep, paginate
+from accord.core.errors import READ_PROBLEMS, WRITE_PROBLEMS, problem_responses
+from accord.core.pagination import Page, PageDep, read_page
 from accord.subscriptions import service
 from accord.subscriptions.models import Subscription, SubscriptionState
 from accord.subscriptions.schemas import (
@@ -24,8 +24,6 @@ from accord.subscriptions.schemas import (
 
 admin_router = APIRouter(responses=problem_responses(401, 403))
 partner_router = APIRouter(responses=problem_responses(401, 403))
-READ = problem_responses(404)
-CREATE = problem_responses(404, 409, 422)
 TRANSITION = problem_responses(404, 409)
 
 
@@ -51,13 +49,11 @@ async def list_subscriptions(session: SessionDep, _: AdminDep, page: PageDep,
                              plan_id: uuid.UUID | None = None,
                              state: SubscriptionState | None = None) -> Page[SubscriptionRead]:
     stmt = service.list_subscriptions(partner_id=partner_id, product_id=product_id, plan_id=plan_id, state=state)
-    rows, total = await paginate(session, stmt, page)
-    return Page(items=[SubscriptionRead.model_validate(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)
+    return await read_page(session, stmt, page, SubscriptionRead.model_validate)
 
 
 @admin_router.post("/subscriptions", status_code=201, summary="Subscribe a partner to a plan (hidden plans "
-                   "allowed)", responses=CREATE)
+                   "allowed)", responses=WRITE_PROBLEMS)
 async def create_subscription(session: SessionDep, actor: AdminDep,
                               data: SubscriptionCreate) -> SubscriptionAdminDetail:
     partner = await service.get_partner(session, data.partner_id)
@@ -66,7 +62,8 @@ async def create_subscription(session: SessionDep, actor: AdminDep,
     return await _admin_detail(session, subscription)
 
 
-@admin_router.get("/subscriptions/{subscription_id}", summary="Get a subscription with its history", responses=READ)
+@admin_router.get("/subscriptions/{subscription_id}", summary="Get a subscription with its history",
+                  responses=READ_PROBLEMS)
 async def get_subscription(session: SessionDep, _: AdminDep, subscription_id: uuid.UUID) -> SubscriptionAdminDetail:
     return await _admin_detail(session, await service.get_subscription(session, subscription_id))
 
@@ -110,7 +107,7 @@ async def cancel(session: SessionDep, actor: AdminDep, subscription_id: uuid.UUI
 
 
 @admin_router.post("/subscriptions/{subscription_id}/change-plan", summary="Move a subscription to another plan "
-                   "of its product", responses=CREATE)
+                   "of its product", responses=WRITE_PROBLEMS)
 async def change_plan(session: SessionDep, actor: AdminDep, subscription_id: uuid.UUID,
                       data: ChangePlan) -> SubscriptionAdminDetail:
     subscription = await service.get_subscription(session, subscription_id)
@@ -122,19 +119,17 @@ async def change_plan(session: SessionDep, actor: AdminDep, subscription_id: uui
 # --- partner --------------------------------------------------------------
 
 @partner_router.get("/partners/{partner_id}/subscriptions", summary="List the partner's subscriptions",
-                    responses=READ)
+                    responses=READ_PROBLEMS)
 async def partner_list_subscriptions(session: SessionDep, member: PartnerMemberDep, page: PageDep,
                                      product_id: uuid.UUID | None = None,
                                      state: SubscriptionState | None = None) -> Page[SubscriptionRead]:
     stmt = service.list_subscriptions(partner_id=member.partner.id, product_id=product_id, state=state)
-    rows, total = await paginate(session, stmt, page)
-    return Page(items=[SubscriptionRead.model_validate(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)
+    return await read_page(session, stmt, page, SubscriptionRead.model_validate)
 
 
 @partner_router.post("/partners/{partner_id}/subscriptions", status_code=201,
                      summary="Subscribe to a published plan (pending when the plan needs approval)",
-                     responses=CREATE)
+                     responses=WRITE_PROBLEMS)
 async def partner_subscribe(session: SessionDep, member: PartnerAdminDep,
                             data: PartnerSubscriptionCreate) -> SubscriptionDetail:
     plan = await service.get_plan(session, data.plan_id, by_staff=False)
@@ -143,7 +138,7 @@ async def partner_subscribe(session: SessionDep, member: PartnerAdminDep,
 
 
 @partner_router.get("/partners/{partner_id}/subscriptions/{subscription_id}",
-                    summary="Get one of the partner's subscriptions with its history", responses=READ)
+                    summary="Get one of the partner's subscriptions with its history", responses=READ_PROBLEMS)
 async def partner_get_subscription(session: SessionDep, member: PartnerMemberDep,
                                    subscription_id: uuid.UUID) -> SubscriptionDetail:
     subscription = await service.get_subscription(session, subscription_id, partner_id=member.partner.id)
@@ -160,7 +155,7 @@ async def partner_cancel(session: SessionDep, member: PartnerAdminDep, subscript
 
 @partner_router.post("/partners/{partner_id}/subscriptions/{subscription_id}/change-plan",
                      summary="Move to another published plan of the product that needs no approval",
-                     responses=CREATE)
+                     responses=WRITE_PROBLEMS)
 async def partner_change_plan(session: SessionDep, member: PartnerAdminDep, subscription_id: uuid.UUID,
                               data: ChangePlan) -> SubscriptionDetail:
     subscription = await service.get_subscription(session, subscription_id, partner_id=member.partner.id)

@@ -28,6 +28,7 @@ from accord.auth.actor import Actor
 from accord.catalog.models import Visibility
 from accord.core.clock import utcnow
 from accord.core.errors import ProblemError, conflict, invalid, not_found
+from accord.core.queries import where_equal
 from accord.partners.models import Audience, Partner, PartnerStatus, Tier
 from accord.plans.models import Plan
 from accord.products.models import Product
@@ -58,16 +59,12 @@ def list_subscriptions(
     plan_id: uuid.UUID | None = None,
     state: SubscriptionState | None = None,
 ) -> Select:
-    stmt = select(Subscription).order_by(Subscription.created_at.desc(), Subscription.id)
-    if partner_id:
-        stmt = stmt.where(Subscription.partner_id == partner_id)
-    if product_id:
-        stmt = stmt.where(Subscription.product_id == product_id)
-    if plan_id:
-        stmt = stmt.where(Subscription.plan_id == plan_id)
-    if state:
-        stmt = stmt.where(Subscription.state == state)
-    return stmt
+    return where_equal(select(Subscription).order_by(Subscription.created_at.desc(), Subscription.id), {
+        Subscription.partner_id: partner_id,
+        Subscription.product_id: product_id,
+        Subscription.plan_id: plan_id,
+        Subscription.state: state,
+    })
 
 
 async def get_subscription(session: AsyncSession, subscription_id: uuid.UUID, *,

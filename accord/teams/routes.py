@@ -11,14 +11,14 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials
 
 from accord.auth import service as auth
 from accord.auth.actor import Actor
-from accord.auth.deps import AdminDep, PartnerAdminDep, PartnerMemberDep
+from accord.auth.deps import AdminDep, PartnerAdminDep, PartnerMemberDep, session_bearer
 from accord.core.deps import SessionDep, SettingsDep
-from accord.core.errors import ProblemError, problem_responses
-from accord.core.pagination import Page, PageDep, paginate
+from accord.core.errors import READ_PROBLEMS, WRITE_PROBLEMS, ProblemError, problem_responses
+from accord.core.pagination import Page, PageDep, read_page
 from accord.teams import service
 from accord.teams.models import InvitationStatus, MemberRole
 from accord.teams.schemas import (
@@ -36,16 +36,11 @@ from accord.users.models import User
 
 admin_router = APIRouter(responses=problem_responses(401, 403))
 partner_router = APIRouter(responses=problem_responses(401, 403))
-READ = problem_responses(404)
-WRITE = problem_responses(404, 409, 422)
-
-_optional_session = HTTPBearer(auto_error=False, scheme_name="UserSession",
-                               description="Session token from `POST /api/auth/login` (`acc_sess_…`)")
 
 
 async def _signed_in_or_anonymous(
     session: SessionDep, settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_session)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(session_bearer)],
 ) -> User | None:
     """No token: anonymous. A token that does not work is refused rather than ignored, so a
     stale session never silently turns an 'accept as me' into 'create a new account'."""
@@ -65,7 +60,7 @@ OptionalUserDep = Annotated[User | None, Depends(_signed_in_or_anonymous)]
 async def _members(session: SessionDep, partner_id: uuid.UUID, page: PageDep,
                    role: MemberRole | None) -> Page[MemberRead]:
     items, total = await service.list_members(session, partner_id, page, role)
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    return Page.of(items, total, page)
 
 
 async def _change_role(session: SessionDep, actor: Actor, partner_id: uuid.UUID, user_id: uuid.UUID,
@@ -76,9 +71,8 @@ async def _change_role(session: SessionDep, actor: Actor, partner_id: uuid.UUID,
 
 async def _invitations(session: SessionDep, partner_id: uuid.UUID, page: PageDep,
                        status: InvitationStatus | None) -> Page[InvitationRead]:
-    rows, total = await paginate(session, service.list_invitations(partner_id, status), page)
-    return Page(items=[InvitationRead.model_validate(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)
+    return await read_page(session, service.list_invitations(partner_id, status), page,
+                           InvitationRead.model_validate)
 
 
 async def _invite(session: SessionDep, settings: SettingsDep, actor: Actor, partner_id: uuid.UUID,
@@ -90,41 +84,42 @@ async def _invite(session: SessionDep, settings: SettingsDep, actor: Actor, part
 
 # --- partner API -------------------------------------------------------------
 
-@partner_router.get("/partners/{partner_id}/members", summary="List your team", responses=READ)
+@partner_router.get("/partners/{partner_id}/members", summary="List your team", responses=READ_PROBLEMS)
 async def list_members(session: SessionDep, member: PartnerMemberDep, page: PageDep,
                        role: MemberRole | None = None) -> Page[MemberRead]:
     return await _members(session, member.partner.id, page, role)
 
 
 @partner_router.patch("/partners/{partner_id}/members/{user_id}", summary="Change a team member's role",
-                      responses=WRITE)
+                      responses=WRITE_PROBLEMS)
 async def change_member_role(session: SessionDep, member: PartnerAdminDep, user_id: uuid.UUID,
                              data: MemberUpdate) -> MemberRead:
     return await _change_role(session, member.actor, member.partner.id, user_id, data)
 
 
 @partner_router.delete("/partners/{partner_id}/members/{user_id}", status_code=204,
-                       summary="Remove someone from your team", responses=WRITE)
+                       summary="Remove someone from your team", responses=WRITE_PROBLEMS)
 async def remove_member(session: SessionDep, member: PartnerAdminDep, user_id: uuid.UUID) -> Response:
     await service.remove_member(session, member.actor, member.partner.id, user_id)
     return Response(status_code=204)
 
 
-@partner_router.get("/partners/{partner_id}/invitations", summary="List your team's invitations", responses=READ)
+@partner_router.get("/partners/{partner_id}/invitations", summary="List your team's invitations",
+                    responses=READ_PROBLEMS)
 async def list_invitations(session: SessionDep, member: PartnerAdminDep, page: PageDep,
                            status: InvitationStatus | None = None) -> Page[InvitationRead]:
     return await _invitations(session, member.partner.id, page, status)
 
 
 @partner_router.post("/partners/{partner_id}/invitations", status_code=201,
-                     summary="Invite someone to your team (the token is shown once)", responses=WRITE)
+                     summary="Invite someone to your team (the token is shown once)", responses=WRITE_PROBLEMS)
 async def create_invitation(session: SessionDep, settings: SettingsDep, member: PartnerAdminDep,
                             data: InvitationCreate) -> InvitationCreated:
     return await _invite(session, settings, member.actor, member.partner.id, data)
 
 
 @partner_router.post("/partners/{partner_id}/invitations/{invitation_id}/revoke",
-                     summary="Revoke an invitation", responses=WRITE)
+                     summary="Revoke an invitation", responses=WRITE_PROBLEMS)
 async def revoke_invitation(session: SessionDep, member: PartnerAdminDep,
                             invitation_id: uuid.UUID) -> InvitationRead:
     return InvitationRead.model_validate(
@@ -132,7 +127,7 @@ async def revoke_invitation(session: SessionDep, member: PartnerAdminDep,
 
 
 @partner_router.post("/invitations/accept", summary="Accept an invitation: as a new account (name and password), "
-                     "or signed in as the invited email", responses=problem_responses(404, 409, 422))
+                     "or signed in as the invited email", responses=WRITE_PROBLEMS)
 async def accept_invitation(session: SessionDep, settings: SettingsDep, user: OptionalUserDep,
                             data: InvitationAccept) -> InvitationAccepted:
     """Without a session: send `name` and `password`; an account is created for the invited email and
@@ -149,7 +144,7 @@ async def accept_invitation(session: SessionDep, settings: SettingsDep, user: Op
 
 # --- admin API -------------------------------------------------------------
 
-@admin_router.get("/partners/{partner_id}/members", summary="List a partner's team", responses=READ)
+@admin_router.get("/partners/{partner_id}/members", summary="List a partner's team", responses=READ_PROBLEMS)
 async def admin_list_members(session: SessionDep, _: AdminDep, partner_id: uuid.UUID, page: PageDep,
                              role: MemberRole | None = None) -> Page[MemberRead]:
     await service.get_partner(session, partner_id)
@@ -157,7 +152,7 @@ async def admin_list_members(session: SessionDep, _: AdminDep, partner_id: uuid.
 
 
 @admin_router.post("/partners/{partner_id}/members", status_code=201,
-                   summary="Add an existing user to a partner's team", responses=WRITE)
+                   summary="Add an existing user to a partner's team", responses=WRITE_PROBLEMS)
 async def admin_add_member(session: SessionDep, actor: AdminDep, partner_id: uuid.UUID,
                            data: MemberAdd) -> MemberRead:
     membership, user = await service.add_member(session, actor, partner_id, data.email, data.role)
@@ -165,21 +160,21 @@ async def admin_add_member(session: SessionDep, actor: AdminDep, partner_id: uui
 
 
 @admin_router.patch("/partners/{partner_id}/members/{user_id}", summary="Change a team member's role",
-                    responses=WRITE)
+                    responses=WRITE_PROBLEMS)
 async def admin_change_member_role(session: SessionDep, actor: AdminDep, partner_id: uuid.UUID,
                                    user_id: uuid.UUID, data: MemberUpdate) -> MemberRead:
     return await _change_role(session, actor, partner_id, user_id, data)
 
 
 @admin_router.delete("/partners/{partner_id}/members/{user_id}", status_code=204,
-                     summary="Remove someone from a partner's team", responses=WRITE)
+                     summary="Remove someone from a partner's team", responses=WRITE_PROBLEMS)
 async def admin_remove_member(session: SessionDep, actor: AdminDep, partner_id: uuid.UUID,
                               user_id: uuid.UUID) -> Response:
     await service.remove_member(session, actor, partner_id, user_id)
     return Response(status_code=204)
 
 
-@admin_router.get("/partners/{partner_id}/invitations", summary="List a partner's invitations", responses=READ)
+@admin_router.get("/partners/{partner_id}/invitations", summary="List a partner's invitations", responses=READ_PROBLEMS)
 async def admin_list_invitations(session: SessionDep, _: AdminDep, partner_id: uuid.UUID, page: PageDep,
                                  status: InvitationStatus | None = None) -> Page[InvitationRead]:
     await service.get_partner(session, partner_id)
@@ -187,14 +182,14 @@ async def admin_list_invitations(session: SessionDep, _: AdminDep, partner_id: u
 
 
 @admin_router.post("/partners/{partner_id}/invitations", status_code=201,
-                   summary="Invite someone to a partner's team (the token is shown once)", responses=WRITE)
+                   summary="Invite someone to a partner's team (the token is shown once)", responses=WRITE_PROBLEMS)
 async def admin_create_invitation(session: SessionDep, settings: SettingsDep, actor: AdminDep,
                                   partner_id: uuid.UUID, data: InvitationCreate) -> InvitationCreated:
     return await _invite(session, settings, actor, partner_id, data)
 
 
 @admin_router.post("/partners/{partner_id}/invitations/{invitation_id}/revoke",
-                   summary="Revoke an invitation", responses=WRITE)
+                   summary="Revoke an invitation", responses=WRITE_PROBLEMS)
 async def admin_revoke_invitation(session: SessionDep, actor: AdminDep, partner_id: uuid.UUID,
                                   invitation_id: uuid.UUID) -> InvitationRead:
     return InvitationRead.model_validate(await service.revoke_invitation(session, actor, partner_id, invitation_id))

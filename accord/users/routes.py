@@ -8,13 +8,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Query, Response
 
-from accord.auth.deps import AdminDep, OwnerDep, UserDep
+from accord.auth.deps import AdminDep, OwnerDep, SessionTokenDep, UserDep
 from accord.core.deps import SessionDep, SettingsDep
-from accord.core.errors import ProblemError, problem_responses
-from accord.core.pagination import Page, PageDep, paginate
+from accord.core.errors import READ_PROBLEMS, WRITE_PROBLEMS, problem_responses
+from accord.core.pagination import Page, PageDep, read_page
 from accord.core.security import keyed_hash
 from accord.users import service
 from accord.users.models import StaffRole
@@ -32,20 +31,6 @@ from accord.users.schemas import (
 
 admin_router = APIRouter(responses=problem_responses(401, 403))
 partner_router = APIRouter(responses=problem_responses(401, 403))
-
-# The same scheme as accord.auth.deps' member bearer: the session token itself is needed
-# here (to end this session, or to keep it when the password changes).
-_session_bearer = HTTPBearer(auto_error=False, scheme_name="UserSession",
-                             description="Session token from `POST /api/auth/login` (`acc_sess_…`)")
-
-
-def _session_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_session_bearer)]) -> str:
-    if credentials is None or not credentials.credentials:
-        raise ProblemError("unauthenticated", "send `Authorization: Bearer <token>`")
-    return credentials.credentials
-
-
-SessionTokenDep = Annotated[str, Depends(_session_token)]
 
 
 # --- partner API: signing up and in ----------------------------------------
@@ -95,9 +80,7 @@ async def list_users(session: SessionDep, _: AdminDep, page: PageDep,
                      partner_id: Annotated[uuid.UUID | None, Query(description="Members of this partner")] = None,
                      is_active: bool | None = None) -> Page[UserRead]:
     stmt = service.list_users(search=q, staff_role=staff_role, partner_id=partner_id, is_active=is_active)
-    rows, total = await paginate(session, stmt, page)
-    return Page(items=[UserRead.model_validate(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)
+    return await read_page(session, stmt, page, UserRead.model_validate)
 
 
 @admin_router.post("/users", status_code=201, summary="Create a staff user",
@@ -106,12 +89,12 @@ async def create_staff_user(session: SessionDep, actor: OwnerDep, data: StaffUse
     return await service.user_detail(session, await service.create_staff_user(session, actor, data))
 
 
-@admin_router.get("/users/{user_id}", summary="Get a user and their memberships", responses=problem_responses(404))
+@admin_router.get("/users/{user_id}", summary="Get a user and their memberships", responses=READ_PROBLEMS)
 async def get_user(session: SessionDep, _: AdminDep, user_id: uuid.UUID) -> UserDetail:
     return await service.user_detail(session, await service.get_user(session, user_id))
 
 
 @admin_router.patch("/users/{user_id}", summary="Update a user: staff role, active, name, custom fields",
-                    responses=problem_responses(404, 409, 422))
+                    responses=WRITE_PROBLEMS)
 async def update_user(session: SessionDep, actor: OwnerDep, user_id: uuid.UUID, data: UserUpdate) -> UserDetail:
     return await service.user_detail(session, await service.update_user(session, actor, user_id, data))

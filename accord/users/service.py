@@ -20,6 +20,7 @@ from accord.auth.service import SESSION_TOKEN_PREFIX
 from accord.core.clock import utcnow
 from accord.core.config import Settings
 from accord.core.errors import ProblemError, conflict, invalid, not_found
+from accord.core.queries import where_equal
 from accord.core.security import hash_password, keyed_hash, new_secret, verify_password
 from accord.customfields import service as customfields
 from accord.customfields.models import FieldTarget
@@ -63,16 +64,12 @@ async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
 
 def list_users(*, search: str | None = None, staff_role: StaffRole | None = None,
                partner_id: uuid.UUID | None = None, is_active: bool | None = None) -> Select:
-    stmt = select(User).order_by(User.email)
+    stmt = where_equal(select(User).order_by(User.email), {User.staff_role: staff_role, User.is_active: is_active})
     if search:
         needle = search.lower()
         stmt = stmt.where(or_(User.email.contains(needle), func.lower(User.name).contains(needle)))
-    if staff_role is not None:
-        stmt = stmt.where(User.staff_role == staff_role)
     if partner_id is not None:
         stmt = stmt.where(User.id.in_(select(Membership.user_id).where(Membership.partner_id == partner_id)))
-    if is_active is not None:
-        stmt = stmt.where(User.is_active == is_active)
     return stmt
 
 

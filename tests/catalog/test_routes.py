@@ -143,3 +143,14 @@ async def test_roles_and_tokens(anon: httpx.AsyncClient, factory) -> None:
     manager = {"Authorization": f"Bearer {await factory.admin_token(StaffRole.partner_manager)}"}
     denied = await anon.post("/admin/api/apis", json=_api(), headers=manager)
     assert denied.status_code == 403 and denied.json()["type"] == "/problems/forbidden"
+
+
+async def test_upstream_secret_is_for_owners_and_matches_the_gateway(admin: httpx.AsyncClient, anon, factory) -> None:
+    from accord.gateway.builder import upstream_secret
+    from tests.conftest import TEST_SECRET
+
+    api = (await admin.post("/admin/api/apis", json=_api())).json()
+    secret = await admin.get(f"/admin/api/apis/{api['id']}/upstream-secret")
+    assert secret.json() == {"header": "X-Accord-Gateway-Secret", "value": upstream_secret(TEST_SECRET, api["id"])}
+    viewer = {"Authorization": f"Bearer {await factory.admin_token(StaffRole.viewer)}"}
+    assert (await anon.get(f"/admin/api/apis/{api['id']}/upstream-secret", headers=viewer)).status_code == 403

@@ -31,8 +31,8 @@ def test_demo_starts_prints_working_credentials_and_serves(tmp_path: Path) -> No
             time.sleep(0.2)
         output = log_path.read_text()
         token = re.search(r"acc_admin_[A-Za-z0-9]+", output).group(0)
-        sandbox_keys = re.findall(r"acc_test_[A-Za-z0-9]+", output)
-        live_keys = re.findall(r"acc_live_[A-Za-z0-9]+", output)
+        sandbox_keys = set(re.findall(r"acc_test_[A-Za-z0-9]+", output))
+        live_keys = set(re.findall(r"acc_live_[A-Za-z0-9]+", output))
         assert len(sandbox_keys) == 3 and len(live_keys) == 1, output
         assert f"127.0.0.1:{gateway_port}" in output
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 07:09:36.830097
+Create Date: 2026-11-21 07:44:58.874785
 """
 from alembic import op
 import sqlalchemy as sa
@@ -29,6 +29,8 @@ def upgrade() -> None:
     sa.Column('credential_location', sa.Enum('authorization', 'header', 'query', 'app-id-key', name='credentiallocation', native_enum=False, length=32), nullable=False),
     sa.Column('credential_name', sa.String(length=100), nullable=False),
     sa.Column('openapi', sa.JSON(), nullable=True),
+    sa.Column('end_user_header', sa.String(length=100), nullable=False),
+    sa.Column('forward_identity', sa.Boolean(), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('created_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
@@ -71,6 +73,18 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_field_definitions')),
     sa.UniqueConstraint('target', 'key', name=op.f('uq_field_definitions_target_key'))
     )
+    op.create_table('first_calls',
+    sa.Column('application_id', sa.Uuid(), nullable=False),
+    sa.Column('partner_id', sa.Uuid(), nullable=True),
+    sa.Column('api_id', sa.Uuid(), nullable=True),
+    sa.Column('environment', sa.String(length=32), nullable=True),
+    sa.Column('at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('application_id', name=op.f('pk_first_calls'))
+    )
+    with op.batch_alter_table('first_calls', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_first_calls_at'), ['at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_first_calls_partner_id'), ['partner_id'], unique=False)
+
     op.create_table('products',
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('slug', sa.String(length=100), nullable=False),
@@ -82,6 +96,11 @@ def upgrade() -> None:
     sa.Column('updated_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_products')),
     sa.UniqueConstraint('slug', name=op.f('uq_products_slug'))
+    )
+    op.create_table('program_version',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('version', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_program_version'))
     )
     op.create_table('tiers',
     sa.Column('name', sa.String(length=100), nullable=False),
@@ -95,6 +114,29 @@ def upgrade() -> None:
     sa.UniqueConstraint('rank', name=op.f('uq_tiers_rank')),
     sa.UniqueConstraint('slug', name=op.f('uq_tiers_slug'))
     )
+    op.create_table('usage_counts',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), sa.Identity(always=False), nullable=False),
+    sa.Column('bucket_key', sa.String(length=32), nullable=False),
+    sa.Column('minute', accord.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('partner_id', sa.Uuid(), nullable=True),
+    sa.Column('application_id', sa.Uuid(), nullable=True),
+    sa.Column('api_id', sa.Uuid(), nullable=True),
+    sa.Column('metric_id', sa.Uuid(), nullable=True),
+    sa.Column('environment', sa.String(length=32), nullable=True),
+    sa.Column('status_class', sa.String(length=3), nullable=False),
+    sa.Column('denial', sa.String(length=64), nullable=False),
+    sa.Column('count', sa.BigInteger(), nullable=False),
+    sa.Column('units', sa.BigInteger(), nullable=False),
+    sa.Column('latency_ms_sum', sa.Float(), nullable=False),
+    sa.Column('latency_ms_max', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_usage_counts')),
+    sa.UniqueConstraint('bucket_key', name=op.f('uq_usage_counts_bucket_key'))
+    )
+    with op.batch_alter_table('usage_counts', schema=None) as batch_op:
+        batch_op.create_index('ix_usage_counts_application_minute', ['application_id', 'minute'], unique=False)
+        batch_op.create_index(batch_op.f('ix_usage_counts_minute'), ['minute'], unique=False)
+        batch_op.create_index('ix_usage_counts_partner_minute', ['partner_id', 'minute'], unique=False)
+
     op.create_table('users',
     sa.Column('email', sa.String(length=320), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -472,8 +514,20 @@ def downgrade() -> None:
     op.drop_table('metrics')
     op.drop_table('admin_tokens')
     op.drop_table('users')
+    with op.batch_alter_table('usage_counts', schema=None) as batch_op:
+        batch_op.drop_index('ix_usage_counts_partner_minute')
+        batch_op.drop_index(batch_op.f('ix_usage_counts_minute'))
+        batch_op.drop_index('ix_usage_counts_application_minute')
+
+    op.drop_table('usage_counts')
     op.drop_table('tiers')
+    op.drop_table('program_version')
     op.drop_table('products')
+    with op.batch_alter_table('first_calls', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_first_calls_partner_id'))
+        batch_op.drop_index(batch_op.f('ix_first_calls_at'))
+
+    op.drop_table('first_calls')
     op.drop_table('field_definitions')
     with op.batch_alter_table('audit_entries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_entries_target_id'))

@@ -1,0 +1,365 @@
+"""Usage recording for the gateway: count in memory on the hot path, write in batches off it.
+
+`UsageRecorder.record` is called once per request, synchronously and without I/O: it
+adds the request to in-memory counters keyed by (partner, application, API, metric,
+environment, minute, status class, denial). Every `flush_interval` seconds a background
+task writes everything counted so far in ONE transaction:
+
+- `usage_counts`: upserts (`INSERT … ON CONFLICT (bucket_key) DO UPDATE SET count = count +
+  excluded.count, …`), so flushes — from one gateway or several — add up;
+- `first_calls`: each application's first admitted (2xx/3xx) call, kept at its earliest time;
+- `credentials.last_used_at`: moved forward (never back) for the credentials seen.
+
+Durability, stated plainly:
+
+- A database outage loses nothing that is counted: a failed flush puts its batch back
+  and the next interval retries it. Memory stays bounded: at most `max_pending_keys`
+  distinct counters are held (default 100 000, about 40 MB); while the bound is
+  reached, requests that would need a new counter are not counted and are tallied in
+  `dropped_increments` instead (requests adding to an existing counter still count).
+  The other pending state is bounded by the program itself: one entry per credential
+  used and per application making its first call, plus the set of application ids
+  that already made one (loaded at start).
+- `close()` (graceful shutdown) makes a final flush.
+- On a hard kill (SIGKILL, power loss) what was counted since the last successful
+  flush is lost: at most one flush interval of traffic (more only if the database was
+  already unreachable at the time).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accord.apps.models import Credential
+from accord.core.db import UTCDateTime, create_engine
+from accord.gateway.metrics import status_class
+from accord.usage.models import FirstCall, UsageCount
+
+log = logging.getLogger("accord.gateway.recorder")
+
+_USAGE = UsageCount.__table__
+_FIRST_CALLS = FirstCall.__table__
+_CREDENTIALS = Credential.__table__
+
+# A latency outside [0, one day) is a clock glitch, not a measurement: counted as 0.
+_MAX_LATENCY_SECONDS = 86_400.0
+
+# (partner id, application id, api id, metric id or None for the request row,
+#  environment, minute as epoch seconds, status class, denial reason or "")
+CounterKey = tuple[str | None, str | None, str | None, str | None, str | None, int, str, str]
+
+
+@dataclass
+class _Batch:
+    """What has been counted and not yet written."""
+
+    counters: dict[CounterKey, list[float]] = field(default_factory=dict)  # [count, units, ms sum, ms max]
+    first_calls: dict[str, tuple[float, str | None, str | None, str | None]] = field(default_factory=dict)
+    last_used: dict[str, float] = field(default_factory=dict)  # credential id -> epoch seconds
+    oldest: float | None = None  # when the oldest record in here was made
+
+    def __bool__(self) -> bool:
+        return bool(self.counters or self.first_calls or self.last_used)
+
+
+class UsageRecorder:
+    """Counts requests in memory (`record`) and writes them in batches (`flush`, every `flush_interval`)."""
+
+    def __init__(self, database_url: str, *, flush_interval: float = 1.0,
+                 clock: Callable[[], float] = time.time, max_pending_keys: int = 100_000,
+                 shutdown_timeout: float = 10.0) -> None:
+        self.database_url = database_url
+        self.flush_interval = flush_interval
+        self.max_pending_keys = max_pending_keys
+        # How long start() waits for the database and close() for its writes: a database
+        # that hangs (rather than refuses) must not hold the gateway's start or shutdown.
+        self.shutdown_timeout = shutdown_timeout
+        self._clock = clock
+        self._pending = _Batch()
+        self._in_flight_keys = 0  # counters taken by a flush that is writing them
+        self._apps_with_first_call: set[str] = set()
+        self._engine: AsyncEngine | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        # For /metrics and operators.
+        self.flush_lag_seconds = 0.0  # age of the oldest unflushed record at the last flush (attempt)
+        self.flush_failures = 0
+        self.dropped_increments = 0
+
+    @property
+    def pending_keys(self) -> int:
+        return len(self._pending.counters) + self._in_flight_keys
+
+    # --- hot path ---------------------------------------------------------
+
+    def record(self, *, application_id: str | None, partner_id: str | None, api_id: str | None,
+               environment: str | None, metrics: Sequence[tuple[str, int]], status: int, denial: str | None,
+               latency: float, credential_id: str | None = None) -> None:
+        """Count one request. `metrics` are the (metric id, delta) of the matched rules; () if none matched."""
+        now = self._clock()
+        pending = self._pending
+        if pending.oldest is None:
+            pending.oldest = now
+        minute = int(now // 60) * 60
+        klass = status_class(status)
+        reason = denial or ""
+        latency_ms = latency * 1000.0 if 0.0 <= latency < _MAX_LATENCY_SECONDS else 0.0
+
+        self._count((partner_id, application_id, api_id, None, environment, minute, klass, reason), 0, latency_ms)
+        if metrics:
+            if len(metrics) > 1:  # two rules may map to one metric: one request, deltas added
+                merged: dict[str, int] = {}
+                for metric_id, delta in metrics:
+                    merged[metric_id] = merged.get(metric_id, 0) + delta
+                metrics = tuple(merged.items())
+            for metric_id, delta in metrics:
+                self._count((partner_id, application_id, api_id, metric_id, environment, minute, klass, reason),
+                            delta, latency_ms)
+
+        if credential_id is not None and now > pending.last_used.get(credential_id, 0.0):
+            pending.last_used[credential_id] = now
+        if (application_id is not None and not reason and 200 <= status < 400
+                and application_id not in self._apps_with_first_call):
+            self._apps_with_first_call.add(application_id)
+            pending.first_calls[application_id] = (now, partner_id, api_id, environment)
+
+    def _count(self, key: CounterKey, units: int, latency_ms: float) -> None:
+        counter = self._pending.counters.get(key)
+        if counter is None:
+            if len(self._pending.counters) + self._in_flight_keys >= self.max_pending_keys:
+                self.dropped_increments += 1
+                return
+            self._pending.counters[key] = [1, units, latency_ms, latency_ms]
+            return
+        counter[0] += 1
+        counter[1] += units
+        counter[2] += latency_ms
+        if latency_ms > counter[3]:
+            counter[3] = latency_ms
+
+    # --- lifecycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the database and start flushing every `flush_interval` seconds."""
+        if self._engine is not None:
+            return
+        self._engine = create_engine(self.database_url)
+        try:
+            await asyncio.wait_for(self._load_apps_with_first_call(), timeout=self.shutdown_timeout)
+        except Exception as exc:  # noqa: BLE001 - the gateway must start even with its database down
+            # Harmless: a first call already stored is kept by the upsert (earliest wins).
+            log.warning("could not load the applications that already made a first call: %r", exc)
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._flush_every_interval(), name="usage-recorder")
+
+    async def close(self) -> None:
+        """Stop the flush loop, write what is left (graceful shutdown) and close the database."""
+        database_hangs = False
+        if self._task is not None:
+            self._stopping.set()
+            # Let a flush in progress finish rather than cancel it mid-commit, unless it hangs.
+            try:
+                await asyncio.wait_for(self._task, timeout=self.shutdown_timeout)
+            except TimeoutError:
+                database_hangs = True
+            self._task = None
+        if self._engine is not None:
+            if not database_hangs:
+                try:
+                    await asyncio.wait_for(self.flush(), timeout=self.shutdown_timeout)
+                except TimeoutError:
+                    pass
+            if self._pending:
+                log.error("shutting down with %d usage counters unwritten (database unavailable); they are lost",
+                          len(self._pending.counters))
+            await self._engine.dispose()
+            self._engine = None
+
+    async def _load_apps_with_first_call(self) -> None:
+        assert self._engine is not None
+        async with self._engine.connect() as conn:
+            ids = (await conn.execute(select(_FIRST_CALLS.c.application_id))).scalars().all()
+        self._apps_with_first_call.update(str(app_id) for app_id in ids)
+
+    async def _flush_every_interval(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.flush_interval)
+                return
+            except TimeoutError:
+                pass
+            await self.flush()
+
+    # --- writing ----------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write everything counted so far in one transaction.
+
+        Never raises for a database failure: the batch is put back (merged with what was
+        counted meanwhile), the failure is logged and counted in `flush_failures`, and the
+        next flush retries it.
+        """
+        if self._engine is None:
+            raise RuntimeError("UsageRecorder.start() must be awaited before flush()")
+        async with self._flush_lock:
+            batch, self._pending = self._pending, _Batch()
+            self.flush_lag_seconds = self._clock() - batch.oldest if batch.oldest is not None else 0.0
+            if not batch:
+                return
+            self._in_flight_keys = len(batch.counters)
+            try:
+                await self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - any failure: keep the counts, retry next time
+                self._put_back(batch)
+                self.flush_failures += 1
+                log.warning("usage flush failed (%d counters kept for the next attempt): %s",
+                            len(batch.counters), exc)
+            except BaseException:  # cancelled: the transaction was rolled back, so keep the counts
+                self._put_back(batch)
+                raise
+            finally:
+                self._in_flight_keys = 0
+
+    def _put_back(self, batch: _Batch) -> None:
+        pending = self._pending
+        for key, (count, units, ms_sum, ms_max) in batch.counters.items():
+            counter = pending.counters.get(key)
+            if counter is None:
+                pending.counters[key] = [count, units, ms_sum, ms_max]
+            else:
+                counter[0] += count
+                counter[1] += units
+                counter[2] += ms_sum
+                counter[3] = max(counter[3], ms_max)
+        for app_id, first in batch.first_calls.items():
+            newer = pending.first_calls.get(app_id)
+            if newer is None or first[0] < newer[0]:
+                pending.first_calls[app_id] = first
+        for credential_id, seen in batch.last_used.items():
+            if seen > pending.last_used.get(credential_id, 0.0):
+                pending.last_used[credential_id] = seen
+        if batch.oldest is not None and (pending.oldest is None or batch.oldest < pending.oldest):
+            pending.oldest = batch.oldest
+
+    async def _write(self, batch: _Batch) -> None:
+        usage_rows = self._usage_rows(batch)
+        first_call_rows = self._first_call_rows(batch)
+        last_used_rows = self._last_used_rows(batch)
+        assert self._engine is not None
+        async with self._engine.begin() as conn:
+            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            if usage_rows:
+                stmt = insert(_USAGE)
+                excluded, current = stmt.excluded, _USAGE.c
+                stmt = stmt.on_conflict_do_update(index_elements=[current.bucket_key], set_={
+                    "count": current["count"] + excluded["count"],
+                    "units": current.units + excluded.units,
+                    "latency_ms_sum": current.latency_ms_sum + excluded.latency_ms_sum,
+                    "latency_ms_max": case((excluded.latency_ms_max > current.latency_ms_max,
+                                            excluded.latency_ms_max), else_=current.latency_ms_max),
+                })
+                await conn.execute(stmt, usage_rows)
+            if first_call_rows:
+                stmt = insert(_FIRST_CALLS)
+                excluded, current = stmt.excluded, _FIRST_CALLS.c
+                # Insert if absent; another gateway may have stored a later one: the earliest wins.
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[current.application_id],
+                    set_={"at": excluded.at, "partner_id": excluded.partner_id, "api_id": excluded.api_id,
+                          "environment": excluded.environment},
+                    where=excluded.at < current.at)
+                await conn.execute(stmt, first_call_rows)
+            if last_used_rows:
+                # A Core UPDATE, not an ORM change: it does not bump the program version
+                # (accord.core.version), so gateways do not rebuild their snapshot for it.
+                seen = bindparam("seen", type_=UTCDateTime())
+                stmt = (update(_CREDENTIALS)
+                        .where(and_(_CREDENTIALS.c.id == bindparam("credential_id"),
+                                    or_(_CREDENTIALS.c.last_used_at.is_(None), _CREDENTIALS.c.last_used_at < seen)))
+                        .values(last_used_at=seen))
+                await conn.execute(stmt, last_used_rows)
+
+    # Rows are built (and checked) before the transaction. Input that could never be
+    # written — a malformed id — is dropped from the batch with an error logged, so one
+    # bad record cannot block every later flush.
+
+    def _usage_rows(self, batch: _Batch) -> list[dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        for key, (count, units, ms_sum, ms_max) in list(batch.counters.items()):
+            partner, app, api, metric, environment, minute, klass, denial = key
+            try:
+                ids = (_as_uuid(partner), _as_uuid(app), _as_uuid(api), _as_uuid(metric))
+            except ValueError:
+                log.error("usage with a malformed id is dropped: %r", key)
+                del batch.counters[key]
+                self.dropped_increments += int(count)
+                continue
+            environment = _text(environment, 32) or None
+            denial = _text(denial, 64)
+            bucket_key = _bucket_key(*ids, environment, minute, klass, denial)
+            row = rows.get(bucket_key)
+            if row is not None:  # two keys that differ only by what was truncated: one row
+                row["count"] += count
+                row["units"] += units
+                row["latency_ms_sum"] += ms_sum
+                row["latency_ms_max"] = max(row["latency_ms_max"], ms_max)
+                continue
+            rows[bucket_key] = {
+                "bucket_key": bucket_key, "minute": datetime.fromtimestamp(minute, UTC),
+                "partner_id": ids[0], "application_id": ids[1], "api_id": ids[2], "metric_id": ids[3],
+                "environment": environment, "status_class": klass, "denial": denial,
+                "count": count, "units": units, "latency_ms_sum": ms_sum, "latency_ms_max": ms_max,
+            }
+        return list(rows.values())
+
+    def _first_call_rows(self, batch: _Batch) -> list[dict[str, Any]]:
+        rows = []
+        for app_id, (at, partner, api, environment) in list(batch.first_calls.items()):
+            try:
+                rows.append({"application_id": _as_uuid(app_id), "partner_id": _as_uuid(partner),
+                             "api_id": _as_uuid(api), "environment": _text(environment, 32) or None,
+                             "at": datetime.fromtimestamp(at, UTC)})
+            except ValueError:
+                log.error("first call with a malformed id is dropped: %r", (app_id, partner, api))
+                del batch.first_calls[app_id]
+        return rows
+
+    def _last_used_rows(self, batch: _Batch) -> list[dict[str, Any]]:
+        rows = []
+        for credential_id, seen in list(batch.last_used.items()):
+            try:
+                rows.append({"credential_id": _as_uuid(credential_id), "seen": datetime.fromtimestamp(seen, UTC)})
+            except ValueError:
+                log.error("credential use with a malformed id is dropped: %r", credential_id)
+                del batch.last_used[credential_id]
+        return rows
+
+
+def _as_uuid(value: str | uuid.UUID | None) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(value)
+
+
+def _text(value: str | None, length: int) -> str:
+    """Fit a column: no NUL (PostgreSQL refuses it), at most `length` characters."""
+    return (value or "").replace("\x00", "")[:length]
+
+
+def _bucket_key(partner: uuid.UUID | None, app: uuid.UUID | None, api: uuid.UUID | None,
+                metric: uuid.UUID | None, environment: str | None, minute: int, klass: str, denial: str) -> str:
+    parts = [str(v) if v is not None else "" for v in (partner, app, api, metric)]
+    joined = "|".join([*parts, environment or "", str(minute), klass, denial])
+    return hashlib.blake2b(joined.encode(), digest_size=16).hexdigest()

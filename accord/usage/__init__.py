@@ -1,0 +1,1 @@
+"""Usage: what the gateway counted (written by accord.gateway.recorder) and the admin API that reports it."""

@@ -1,0 +1,208 @@
+"""The gateway over real sockets: every denial reason, forwarding, streaming, upstream failures, live config."""
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from accord.apps.models import ApplicationState, ApplicationSubscription, Credential, Environment
+from accord.catalog.models import Metric
+from accord.core.clock import utcnow
+from accord.gateway.app import GatewayApp
+from accord.partners.models import Audience, PartnerStatus
+from accord.plans.models import Period, PlanDisabledMetric
+from accord.subscriptions.models import SubscriptionState
+from tests.gateway.harness import EchoUpstream, Running, committed, gateway_settings, serve
+
+
+async def _seed(f, session, upstream: str) -> dict[str, Any]:
+    api = await f.api(slug="social", path_prefix="/social", production_upstream_url=upstream + "/prod",
+                      sandbox_upstream_url=upstream + "/sbx")
+    hidden = await f.api(slug="internal-api", path_prefix="/internal", production_upstream_url=upstream,
+                         visibility="internal")
+    other = await f.api(slug="other", path_prefix="/other", production_upstream_url=upstream)
+    hits = await session.scalar(select(Metric).where(Metric.api_id == api.id, Metric.system_name == "hits"))
+    reads, writes, admin = (await f.metric(api, "reads"), await f.metric(api, "writes"), await f.metric(api, "purge"))
+    await f.rule(api, reads, "GET", "/")
+    await f.rule(api, writes, "POST", "/")
+    await f.rule(api, admin, "DELETE", "/")
+    for extra in (hidden, other):
+        extra_hits = await session.scalar(select(Metric).where(Metric.api_id == extra.id, Metric.system_name == "hits"))
+        await f.rule(extra, extra_hits, "ANY", "/")
+    product = await f.product(api, hidden, visibility="partner")
+    await f.product(other)
+    plan = await f.plan(product, limits=[(hits, Period.minute, 1000)])
+    session.add(PlanDisabledMetric(plan_id=plan.id, metric_id=admin.id))
+    read_only = await f.plan(product, allowed_http_methods=["GET"])
+    keys: dict[str, str] = {}
+
+    async def app_with_key(name: str, *, plan_=plan, env=Environment.production, partner=None, app_state=None,
+                           sub_state=SubscriptionState.active, **credential: Any):
+        partner = partner or await f.partner()
+        subscription = await f.subscription(partner, plan_, state=sub_state)
+        app = await f.application(partner, env, **({"state": app_state} if app_state else {}))
+        session.add(ApplicationSubscription(application_id=app.id, subscription_id=subscription.id))
+        cred, secret = await f.credential(app, **credential)
+        keys[name] = secret
+        return partner, app, cred
+
+    partner, app, _ = await app_with_key("good")
+    await app_with_key("sandbox", env=Environment.sandbox, partner=partner)
+    await app_with_key("read_only", plan_=read_only)
+    await app_with_key("revoked", revoked_at=utcnow())
+    await app_with_key("expired", expires_at=utcnow() - timedelta(seconds=1))
+    await app_with_key("app_suspended", app_state=ApplicationState.suspended)
+    await app_with_key("app_pending", app_state=ApplicationState.pending)
+    await app_with_key("partner_suspended", partner=await f.partner(status=PartnerStatus.suspended))
+    await app_with_key("public_audience", partner=await f.partner(audience=Audience.public))
+    await app_with_key("sub_pending", sub_state=SubscriptionState.pending)
+    return {"keys": keys, "api_id": str(api.id), "partner_id": str(partner.id), "app_id": str(app.id)}
+
+
+@pytest.fixture
+async def running(fresh_database_url: str):
+    upstream = EchoUpstream()
+    async with serve(upstream) as upstream_url:
+        data = await committed(fresh_database_url, lambda f, s: _seed(f, s, upstream_url))
+        app = GatewayApp(gateway_settings(fresh_database_url))
+        async with serve(app, http="httptools", proxy_headers=False) as url:
+            yield Running(url, app, upstream, fresh_database_url, data)
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def _problem(client: httpx.AsyncClient, method: str, path: str, key: str | None, expected: int,
+                   reason: str) -> httpx.Response:
+    response = await client.request(method, path, headers=_bearer(key) if key else {})
+    assert response.status_code == expected, (path, response.text)
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == f"/problems/{reason}"
+    return response
+
+
+async def test_every_denial_reason_is_precise(running: Running) -> None:
+    keys = running.data["keys"]
+    async with httpx.AsyncClient(base_url=running.url) as c:
+        await _problem(c, "GET", "/nowhere", keys["good"], 404, "no-route")
+        await _problem(c, "PUT", "/social/x", keys["good"], 404, "no-mapping-rule")
+        await _problem(c, "GET", "/social/x", None, 401, "credential-missing")
+        await _problem(c, "GET", "/social/x", "acc_live_unknown", 401, "credential-unknown")
+        await _problem(c, "GET", "/social/x", keys["revoked"], 401, "credential-revoked")
+        await _problem(c, "GET", "/social/x", keys["expired"], 401, "credential-expired")
+        await _problem(c, "GET", "/social/x", keys["app_suspended"], 403, "application-suspended")
+        await _problem(c, "GET", "/social/x", keys["app_pending"], 403, "application-pending")
+        await _problem(c, "GET", "/social/x", keys["partner_suspended"], 403, "partner-suspended")
+        await _problem(c, "GET", "/social/x", keys["sandbox"], 403, "wrong-environment")
+        await _problem(c, "GET", "/sandbox/social/x", keys["good"], 403, "wrong-environment")
+        await _problem(c, "GET", "/other/x", keys["good"], 403, "api-not-in-products")
+        await _problem(c, "GET", "/internal/x", keys["good"], 403, "above-visibility-tier")
+        await _problem(c, "GET", "/social/x", keys["public_audience"], 403, "above-visibility-tier")
+        await _problem(c, "GET", "/social/x", keys["sub_pending"], 403, "subscription-inactive")
+        await _problem(c, "POST", "/social/x", keys["read_only"], 403, "http-method-disabled")
+        await _problem(c, "DELETE", "/social/x", keys["good"], 403, "method-disabled")
+        assert (await c.get("/social/x", headers=_bearer(keys["read_only"]))).status_code == 200
+    assert all(keys["good"] not in str(seen) for seen in running.upstream.seen)
+
+
+async def test_forwarding_headers_and_environment(running: Running) -> None:
+    keys = running.data["keys"]
+    async with httpx.AsyncClient(base_url=running.url) as c:
+        response = await c.get("/social/users/7?fields=a&fields=b", headers={**_bearer(keys["good"]),
+                                                                             "X-Forwarded-For": "10.0.0.1",
+                                                                             "Connection": "keep-alive, X-Drop",
+                                                                             "X-Drop": "1", "X-Keep": "yes"})
+        assert response.status_code == 200, response.text
+        assert response.headers["x-upstream"] == "echo"
+        seen = response.json()
+        assert seen["path"] == "/prod/users/7" and seen["query"] == "fields=a&fields=b"
+        sent = seen["headers"]
+        assert "authorization" not in sent and "x-drop" not in sent and sent["x-keep"] == "yes"
+        assert sent["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+        assert sent["x-accord-partner"] == running.data["partner_id"]
+        assert sent["x-accord-application"] == running.data["app_id"]
+        from accord.gateway.builder import upstream_secret
+        from tests.conftest import TEST_SECRET
+        assert sent["x-accord-gateway-secret"] == upstream_secret(TEST_SECRET, running.data["api_id"])
+        sandbox = await c.get("/sandbox/social/users", headers=_bearer(keys["sandbox"]))
+        assert sandbox.status_code == 200 and sandbox.json()["path"] == "/sbx/users"
+
+
+async def test_large_bodies_stream_both_ways(running: Running) -> None:
+    keys = running.data["keys"]
+    payload = b"y" * (8 * 1024 * 1024)
+    async with httpx.AsyncClient(base_url=running.url, timeout=30) as c:
+        sent = await c.post("/social/upload", content=payload, headers=_bearer(keys["good"]))
+        assert sent.status_code == 200 and sent.json()["body_bytes"] == len(payload)
+        received = 0
+        async with c.stream("GET", "/social/big?mb=16", headers=_bearer(keys["good"])) as response:
+            assert response.status_code == 200
+            async for chunk in response.aiter_bytes():
+                received += len(chunk)
+        assert received == 16 * 1024 * 1024
+
+
+async def test_upstream_down_and_slow(running: Running, fresh_database_url: str) -> None:
+    keys = running.data["keys"]
+    async with httpx.AsyncClient(base_url=running.url, timeout=10) as c:
+        slow = await _problem(c, "GET", "/social/slow", keys["good"], 504, "upstream-timeout")
+        assert "127.0.0.1" not in slow.text
+        await committed(fresh_database_url, _point_social_at_closed_port)
+        await _wait_for_version(running.app, c)
+        down = await _problem(c, "GET", "/social/users", keys["good"], 502, "upstream-unreachable")
+        assert ":9" not in down.text
+
+
+async def _point_social_at_closed_port(f, session) -> None:
+    from accord.catalog.models import Api
+
+    await session.execute(update(Api).where(Api.slug == "social").values(production_upstream_url="http://127.0.0.1:9"))
+    from accord.core.version import ProgramVersion
+    await session.execute(update(ProgramVersion).values(version=ProgramVersion.version + 1))
+
+
+async def _wait_for_version(app: GatewayApp, _client: Any, timeout: float = 3.0) -> float:
+    start_version, started = app.loader.current.version, time.monotonic()
+    while app.loader.current.version == start_version:
+        assert time.monotonic() - started < timeout, "the gateway did not see the change"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def test_a_change_reaches_the_running_gateway_within_a_second(running: Running, fresh_database_url: str) -> None:
+    keys = running.data["keys"]
+    async with httpx.AsyncClient(base_url=running.url) as c:
+        assert (await c.get("/social/x", headers=_bearer(keys["good"]))).status_code == 200
+
+        async def revoke(f, session) -> None:
+            cred = (await session.scalars(select(Credential))).all()
+            for row in cred:
+                row.revoked_at = utcnow()  # through the ORM: the version bump comes from the session hook
+
+        changed_at = time.monotonic()
+        await committed(fresh_database_url, revoke)
+        while (await c.get("/social/x", headers=_bearer(keys["good"]))).status_code == 200:
+            assert time.monotonic() - changed_at < 1.0, "revocation not enforced within 1 s"
+            await asyncio.sleep(0.02)
+        await _problem(c, "GET", "/social/x", keys["good"], 401, "credential-revoked")
+
+
+async def test_gateway_keeps_serving_when_the_database_is_unreachable(running: Running) -> None:
+    keys = running.data["keys"]
+    loader = running.app.loader
+    loader._url = "postgresql+psycopg://nobody@127.0.0.1:1/none"  # the next engine cannot connect
+    await loader._engine.dispose()
+    from accord.core.db import create_engine
+    loader._engine = create_engine(loader._url)
+    await asyncio.sleep(0.3)
+    assert loader.database_ok is False
+    async with httpx.AsyncClient(base_url=running.url) as c:
+        assert (await c.get("/social/x", headers=_bearer(keys["good"]))).status_code == 200
+        health = (await c.get("/healthz")).json()
+        assert health["database"] == "unreachable" and health["status"] == "ok"
