@@ -55,6 +55,15 @@ def test_demo_starts_prints_working_credentials_and_serves(tmp_path: Path) -> No
 
         users = httpx.get(f"http://127.0.0.1:{upstream_port}/social/users").json()
         assert users["items"][0]["handle"] == "ada"
+
+        # The curl lines the banner prints work against the running gateway.
+        dana = re.search(r"Bearer (acc_test_[A-Za-z0-9]+)' http://127.0.0.1:\d+/sandbox/social/users", output).group(1)
+        gateway = f"http://127.0.0.1:{gateway_port}"
+        through = httpx.get(f"{gateway}/sandbox/social/users", headers={"Authorization": f"Bearer {dana}"})
+        assert through.status_code == 200 and through.json()["items"][0]["handle"] == "ada"
+        assert through.headers["ratelimit"].startswith('"hits-month";r=99;')
+        write = httpx.post(f"{gateway}/sandbox/social/posts", headers={"Authorization": f"Bearer {dana}"}, json={})
+        assert write.status_code == 403 and write.json()["type"] == "/problems/http-method-disabled"
     finally:
         process.terminate()
         process.wait(timeout=20)
