@@ -37,6 +37,7 @@ def _routers() -> list[tuple[Any, str, list[str]]]:
     from accord.auth import routes as auth
     from accord.catalog import routes as catalog
     from accord.customfields import routes as customfields
+    from accord.events import routes as events
     from accord.partners import routes as partners
     from accord.plans import routes as plans
     from accord.products import routes as products
@@ -45,7 +46,7 @@ def _routers() -> list[tuple[Any, str, list[str]]]:
     from accord.usage import routes as usage
     from accord.users import routes as users
 
-    modules = [auth, catalog, products, plans, partners, customfields, users, teams, subscriptions, apps, audit, usage]
+    modules = [auth, catalog, products, plans, partners, customfields, users, teams, subscriptions, apps, audit, usage, events]
     out = []
     for module in modules:
         if hasattr(module, "admin_router"):

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accord.audit.models import AuditEntry
 from accord.auth.actor import Actor
+from accord.events import service as events
 from accord.core.queries import where_equal
 
 # Columns never copied into the audit trail.
@@ -72,6 +73,9 @@ async def record(
         after=_jsonable(after) if after is not None else None,
     )
     session.add(entry)
+    # Every audited change that is in the event catalog becomes an event in the same transaction.
+    await events.from_audit(session, actor, action, target_type=entry.target_type, target_id=entry.target_id,
+                            partner_id=partner_id, before=entry.before, after=entry.after)
     return entry
 
 

@@ -4,6 +4,7 @@ from accord.audit import models as audit  # noqa: F401
 from accord.auth import models as auth  # noqa: F401
 from accord.catalog import models as catalog  # noqa: F401
 from accord.customfields import models as customfields  # noqa: F401
+from accord.events import models as events  # noqa: F401
 from accord.partners import models as partners  # noqa: F401
 from accord.plans import models as plans  # noqa: F401
 from accord.products import models as products  # noqa: F401

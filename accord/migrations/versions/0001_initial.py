@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 07:44:58.874785
+Create Date: 2026-11-21 08:03:09.727410
 """
 from alembic import op
 import sqlalchemy as sa
@@ -57,6 +57,25 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_audit_entries_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_entries_partner_id'), ['partner_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_entries_target_id'), ['target_id'], unique=False)
+
+    op.create_table('events',
+    sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), sa.Identity(always=False), nullable=False),
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('type', sa.String(length=100), nullable=False),
+    sa.Column('partner_id', sa.Uuid(), nullable=True),
+    sa.Column('subject_type', sa.String(length=64), nullable=False),
+    sa.Column('subject_id', sa.String(length=64), nullable=False),
+    sa.Column('data', sa.JSON(), nullable=False),
+    sa.Column('created_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('fanned_out_at', accord.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('seq', name=op.f('pk_events')),
+    sa.UniqueConstraint('id', name=op.f('uq_events_id'))
+    )
+    with op.batch_alter_table('events', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_events_created_at'), ['created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_events_fanned_out_at'), ['fanned_out_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_events_partner_id'), ['partner_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_events_type'), ['type'], unique=False)
 
     op.create_table('field_definitions',
     sa.Column('target', sa.Enum('partner', 'user', 'application', name='fieldtarget', native_enum=False, length=32), nullable=False),
@@ -529,6 +548,13 @@ def downgrade() -> None:
 
     op.drop_table('first_calls')
     op.drop_table('field_definitions')
+    with op.batch_alter_table('events', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_events_type'))
+        batch_op.drop_index(batch_op.f('ix_events_partner_id'))
+        batch_op.drop_index(batch_op.f('ix_events_fanned_out_at'))
+        batch_op.drop_index(batch_op.f('ix_events_created_at'))
+
+    op.drop_table('events')
     with op.batch_alter_table('audit_entries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_entries_target_id'))
         batch_op.drop_index(batch_op.f('ix_audit_entries_partner_id'))
