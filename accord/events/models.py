@@ -24,5 +24,7 @@ class Event(Base):
     subject_id: Mapped[str] = mapped_column(String(64), default="")
     data: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    # Set by the dispatcher once deliveries to the matching endpoints have been created.
+    # Set by the webhook dispatcher once deliveries to the matching endpoints have been created.
     fanned_out_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Set by the notification dispatcher once the emails this event causes have been queued.
+    notified_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 08:03:09.727410
+Create Date: 2026-11-21 08:04:14.449212
 """
 from alembic import op
 import sqlalchemy as sa
@@ -68,12 +68,14 @@ def upgrade() -> None:
     sa.Column('data', sa.JSON(), nullable=False),
     sa.Column('created_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('fanned_out_at', accord.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('notified_at', accord.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('seq', name=op.f('pk_events')),
     sa.UniqueConstraint('id', name=op.f('uq_events_id'))
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_events_created_at'), ['created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_events_fanned_out_at'), ['fanned_out_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_events_notified_at'), ['notified_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_events_partner_id'), ['partner_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_events_type'), ['type'], unique=False)
 
@@ -551,6 +553,7 @@ def downgrade() -> None:
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_events_type'))
         batch_op.drop_index(batch_op.f('ix_events_partner_id'))
+        batch_op.drop_index(batch_op.f('ix_events_notified_at'))
         batch_op.drop_index(batch_op.f('ix_events_fanned_out_at'))
         batch_op.drop_index(batch_op.f('ix_events_created_at'))
 
