@@ -75,6 +75,8 @@ def _types() -> list[EventType]:
         EventType("usage.first_call.sandbox", "An application made its first admitted sandbox call.", FirstCall),
         EventType("usage.first_call.production", "An application made its first admitted production call.",
                   FirstCall),
+        EventType("usage.limit_threshold", "An application's usage of a limit reached 50, 80, 90 or 100 %.", None,
+                  ("limit_threshold",)),
     ]
     return partner + members + applications + credentials + subscriptions + usage
 

@@ -30,6 +30,7 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"p
                         b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length"})
 SECRET_HEADER = b"x-accord-gateway-secret"
 SANDBOX_PATH = "/sandbox"
+THRESHOLDS = (50, 80, 90, 100)  # percent of a limit that makes a usage.limit_threshold event
 _TEMPLATE_VAR = re.compile(r"\{[^/}]+\}")
 
 
@@ -160,6 +161,8 @@ class Gateway:
                 reset = decision.reset if decision.window is not None else None  # eternity never resets
                 rate_headers = [(b"ratelimit-policy", policy_item(name, decision.limit, decision.window).encode()),
                                 (b"ratelimit", ratelimit_item(name, decision.remaining, reset).encode())]
+                if decision.allowed and decision.limit > 0:
+                    self._note_threshold(app, api, decision, totals)
                 if not decision.allowed:
                     if reset is not None:
                         rate_headers.append((b"retry-after", str(decision.retry_after or 1).encode()))
@@ -173,6 +176,17 @@ class Gateway:
                 return await self._mock(send, ctx, api, method, rest, rate_headers)
             return await self._deny(send, ctx, s.NO_UPSTREAM, f"{api.slug} has no {ctx.environment} upstream")
         await self._forward(scope, receive, send, ctx, api, app, upstream, rest, query, headers, rate_headers)
+
+    def _note_threshold(self, app: s.AppEntry, api: s.ApiEntry, decision: Any, totals: dict[str, int]) -> None:
+        """Tell the recorder when this request took the tightest limit across 50/80/90/100 %."""
+        metric_id = (decision.key or "").rsplit("|", 1)[-1]
+        used = decision.limit - decision.remaining
+        before = used - totals.get(metric_id, 0)
+        crossed = [p for p in THRESHOLDS if before * 100 < p * decision.limit <= used * 100]
+        if crossed:
+            self.recorder.note_limit_threshold(application_id=app.id, partner_id=app.partner_id, api_id=api.id,
+                                               metric=api.metric_names.get(metric_id, metric_id),
+                                               period=decision.period, limit=decision.limit, percent=crossed[-1])
 
     async def _forward(self, scope: dict[str, Any], receive: Any, send: Any, ctx: _Context, api: s.ApiEntry,
                        app: s.AppEntry, upstream: str, rest: str, query: list[tuple[str, str]],

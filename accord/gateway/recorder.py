@@ -44,6 +44,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from accord.apps.models import Credential
 from accord.core.db import UTCDateTime, create_engine
 from accord.gateway.metrics import status_class
+from accord.events.models import Event
+from accord.events.service import new_event_id
 from accord.usage.models import FirstCall, UsageCount
 
 log = logging.getLogger("accord.gateway.recorder")
@@ -51,6 +53,7 @@ log = logging.getLogger("accord.gateway.recorder")
 _USAGE = UsageCount.__table__
 _FIRST_CALLS = FirstCall.__table__
 _CREDENTIALS = Credential.__table__
+_EVENTS = Event.__table__
 
 # A latency outside [0, one day) is a clock glitch, not a measurement: counted as 0.
 _MAX_LATENCY_SECONDS = 86_400.0
@@ -67,10 +70,11 @@ class _Batch:
     counters: dict[CounterKey, list[float]] = field(default_factory=dict)  # [count, units, ms sum, ms max]
     first_calls: dict[str, tuple[float, str | None, str | None, str | None]] = field(default_factory=dict)
     last_used: dict[str, float] = field(default_factory=dict)  # credential id -> epoch seconds
+    thresholds: list[dict[str, Any]] = field(default_factory=list)  # usage.limit_threshold event rows
     oldest: float | None = None  # when the oldest record in here was made
 
     def __bool__(self) -> bool:
-        return bool(self.counters or self.first_calls or self.last_used)
+        return bool(self.counters or self.first_calls or self.last_used or self.thresholds)
 
 
 class UsageRecorder:
@@ -150,6 +154,17 @@ class UsageRecorder:
             counter[3] = latency_ms
 
     # --- lifecycle --------------------------------------------------------
+
+    def note_limit_threshold(self, *, application_id: str, partner_id: str, api_id: str, metric: str,
+                             period: str, limit: int, percent: int) -> None:
+        """A request took a limit's usage across 50, 80, 90 or 100 %: an event, written at the next flush."""
+        now = self._clock()
+        data = {"object": {"application_id": application_id, "api_id": api_id, "metric": metric, "period": period,
+                           "limit": limit, "percent": percent}}
+        self._pending.thresholds.append(_event_row("usage.limit_threshold", partner_id, "applications",
+                                                   application_id, data, now))
+        if self._pending.oldest is None:
+            self._pending.oldest = now
 
     async def start(self) -> None:
         """Open the database and start flushing every `flush_interval` seconds."""
@@ -250,6 +265,7 @@ class UsageRecorder:
         for credential_id, seen in batch.last_used.items():
             if seen > pending.last_used.get(credential_id, 0.0):
                 pending.last_used[credential_id] = seen
+        pending.thresholds[:0] = batch.thresholds
         if batch.oldest is not None and (pending.oldest is None or batch.oldest < pending.oldest):
             pending.oldest = batch.oldest
 
@@ -272,15 +288,25 @@ class UsageRecorder:
                 })
                 await conn.execute(stmt, usage_rows)
             if first_call_rows:
+                # New first calls are events (usage.first_call.<environment>): insert-if-absent
+                # tells exactly which ones are new, even with several gateways flushing at once.
+                new_ids = set((await conn.execute(
+                    insert(_FIRST_CALLS).on_conflict_do_nothing(index_elements=[_FIRST_CALLS.c.application_id])
+                    .returning(_FIRST_CALLS.c.application_id), first_call_rows)).scalars().all())
+                events = [_first_call_event(row) for row in first_call_rows if row["application_id"] in new_ids]
+                if events:
+                    await conn.execute(insert(_EVENTS), events)
                 stmt = insert(_FIRST_CALLS)
                 excluded, current = stmt.excluded, _FIRST_CALLS.c
-                # Insert if absent; another gateway may have stored a later one: the earliest wins.
+                # Another gateway may have stored a later one: the earliest wins.
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[current.application_id],
                     set_={"at": excluded.at, "partner_id": excluded.partner_id, "api_id": excluded.api_id,
                           "environment": excluded.environment},
                     where=excluded.at < current.at)
                 await conn.execute(stmt, first_call_rows)
+            if batch.thresholds:
+                await conn.execute(insert(_EVENTS), batch.thresholds)
             if last_used_rows:
                 # A Core UPDATE, not an ORM change: it does not bump the program version
                 # (accord.core.version), so gateways do not rebuild their snapshot for it.
@@ -363,3 +389,21 @@ def _bucket_key(partner: uuid.UUID | None, app: uuid.UUID | None, api: uuid.UUID
     parts = [str(v) if v is not None else "" for v in (partner, app, api, metric)]
     joined = "|".join([*parts, environment or "", str(minute), klass, denial])
     return hashlib.blake2b(joined.encode(), digest_size=16).hexdigest()
+
+
+def _event_row(event_type: str, partner_id: str | uuid.UUID | None, subject_type: str, subject_id: str,
+               data: dict[str, Any], at: float) -> dict[str, Any]:
+    """An outbox row written with Core (the gateway has no ORM session)."""
+    return {"id": new_event_id(), "type": event_type, "partner_id": _as_uuid(partner_id) if partner_id else None,
+            "subject_type": subject_type, "subject_id": str(subject_id), "data": data,
+            "created_at": datetime.fromtimestamp(at, UTC)}
+
+
+def _first_call_event(row: dict[str, Any]) -> dict[str, Any]:
+    environment = row["environment"] or "production"
+    data = {"object": {"application_id": str(row["application_id"]),
+                       "partner_id": str(row["partner_id"]) if row["partner_id"] else None,
+                       "api_id": str(row["api_id"]) if row["api_id"] else None,
+                       "environment": environment, "at": row["at"].isoformat()}}
+    return _event_row(f"usage.first_call.{environment}", row["partner_id"], "applications",
+                      str(row["application_id"]), data, row["at"].timestamp())

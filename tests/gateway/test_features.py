@@ -129,3 +129,22 @@ async def test_usage_first_calls_and_metrics_are_recorded(running: Running) -> N
     assert (admitted, limited, unknown) == (2, 1, 1)
     assert first is not None and first.environment == "production"
     assert used >= 1
+
+
+async def test_first_calls_and_limit_thresholds_become_events(running: Running) -> None:
+    from accord.events.models import Event
+
+    headers = {"Authorization": f"Bearer {running.data['keys']['peruser']}", "X-End-User": "cat"}
+    async with httpx.AsyncClient(base_url=running.url) as c:
+        assert [(await c.get("/peruser/x", headers=headers)).status_code for _ in range(3)] == [200, 200, 429]
+    await running.app.recorder.flush()
+    engine = create_engine(running.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            events = (await session.scalars(select(Event).order_by(Event.seq))).all()
+    finally:
+        await engine.dispose()
+    assert [e.type for e in events] == ["usage.first_call.production", "usage.limit_threshold",
+                                        "usage.limit_threshold"]
+    assert [e.data["object"]["percent"] for e in events[1:]] == [50, 100]
+    assert events[0].data["object"]["application_id"] == str(running.data["peruser_app_id"])
