@@ -68,3 +68,5 @@ class Credential(Entity):
     last_used_at: Mapped[datetime | None] = mapped_column()
     rotated_from_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("credentials.id", ondelete="SET NULL"))
     imported: Mapped[bool] = mapped_column(default=False)
+    # When `credential.expiring_soon` was emitted for the current expiry (reset when the expiry changes).
+    expiry_notified_at: Mapped[datetime | None] = mapped_column()

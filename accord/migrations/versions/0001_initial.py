@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 08:04:14.449212
+Create Date: 2026-11-21 08:05:43.727923
 """
 from alembic import op
 import sqlalchemy as sa
@@ -439,6 +439,7 @@ def upgrade() -> None:
     sa.Column('last_used_at', accord.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('rotated_from_id', sa.Uuid(), nullable=True),
     sa.Column('imported', sa.Boolean(), nullable=False),
+    sa.Column('expiry_notified_at', accord.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('created_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),

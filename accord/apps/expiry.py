@@ -1,0 +1,82 @@
+"""A periodic job: emit `credential.expiring_soon` once for each credential expiring within a week.
+
+It runs in the worker beside the webhook and email dispatchers (same
+start/close/run_once interface). The marker `expiry_notified_at` makes it
+idempotent, and several workers may run it: each claims rows with
+`FOR UPDATE SKIP LOCKED` on PostgreSQL.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import aliased
+
+from accord.apps.models import Application, Credential
+from accord.audit import service as audit
+from accord.auth.actor import SYSTEM_ACTOR
+from accord.core.clock import utcnow
+from accord.core.config import Settings
+from accord.core.db import create_engine, session_factory, session_scope
+
+log = logging.getLogger("accord.apps.expiry")
+
+NOTICE = timedelta(days=7)
+
+
+async def notify_expiring(session, *, limit: int = 500) -> int:
+    """Emit the event for credentials expiring within NOTICE that were not told yet; returns how many."""
+    now = utcnow()
+    successor = aliased(Credential)
+    stmt = (select(Credential, Application.partner_id).join(Application, Application.id == Credential.application_id)
+            .where(Credential.revoked_at.is_(None), Credential.expires_at.is_not(None),
+                   Credential.expires_at > now, Credential.expires_at <= now + NOTICE,
+                   Credential.expiry_notified_at.is_(None),
+                   # A rotated key's expiry was chosen at rotation; its successor is already in use.
+                   ~exists().where(successor.rotated_from_id == Credential.id))
+            .order_by(Credential.expires_at).limit(limit))
+    if session.bind.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=Credential)
+    rows = (await session.execute(stmt)).all()
+    for credential, partner_id in rows:
+        credential.expiry_notified_at = now
+        view = audit.snapshot(credential)
+        await audit.record(session, SYSTEM_ACTOR, "credential.expiring_soon", credential, partner_id=partner_id,
+                           after=view)
+    return len(rows)
+
+
+class ExpiryNotifier:
+    """Checks every `interval` seconds; cheap when nothing is due."""
+
+    def __init__(self, settings: Settings, *, interval: float = 60.0) -> None:
+        self.settings = settings
+        self.interval = interval
+        self._engine = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._engine = create_engine(self.settings.database_url)
+        self._task = asyncio.create_task(self._loop(), name="accord-credential-expiry")
+
+    async def run_once(self) -> int:
+        assert self._engine is not None
+        async with session_scope(session_factory(self._engine)) as session:
+            return await notify_expiring(session)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:  # the database may be briefly away; try again next time
+                log.warning("credential expiry check failed: %s", exc)
+            await asyncio.sleep(self.interval)
