@@ -75,13 +75,29 @@ def serve(
     database: DatabaseOpt = None,
     host: Annotated[Optional[str], typer.Option(help="Control plane address")] = None,
     port: Annotated[Optional[int], typer.Option(help="Control plane port")] = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not run the background worker (webhook "
+                                                                "deliveries …) in this process; run `accord "
+                                                                "worker` instead")] = False,
 ) -> None:
-    """Run the control plane (admin and partner APIs) on an existing, migrated database."""
+    """Run the control plane (admin and partner APIs) and the background worker on a migrated database."""
     from accord.server import run_servers
 
     settings = load_settings(database, host=host, port=port)
     asyncio.run(_check_schema(settings))
-    asyncio.run(run_servers(settings))
+    asyncio.run(run_servers(settings, with_worker=not no_worker))
+
+
+@app.command()
+def worker(database: DatabaseOpt = None) -> None:
+    """Run the background worker alone (webhook deliveries …) until SIGTERM or Ctrl+C, finishing work in flight.
+
+    Several workers can run at once against one database; `accord serve` also runs one unless --no-worker.
+    """
+    from accord.worker import run_until_signalled
+
+    settings = load_settings(database)
+    asyncio.run(_check_schema(settings))
+    asyncio.run(run_until_signalled(settings))
 
 
 @app.command()
@@ -96,6 +112,8 @@ def gateway(
     """Run the gateway (data plane) alone; several can run at once against one database (use --redis)."""
     import uvicorn
 
+    from accord.gateway.app import UVICORN_OPTIONS
+
     settings = load_settings(database, gateway_host=host, gateway_port=port, gateway_redis_url=redis)
     asyncio.run(_check_schema(settings))
     if workers > 1 and not settings.gateway_redis_url:
@@ -105,7 +123,7 @@ def gateway(
     if settings.gateway_redis_url:
         os.environ["ACCORD_GATEWAY_REDIS_URL"] = settings.gateway_redis_url
     uvicorn.run("accord.gateway.app:create_gateway_app", factory=True, host=settings.gateway_host,
-                port=settings.gateway_port, workers=workers, loop="uvloop", http="httptools", proxy_headers=False,
+                port=settings.gateway_port, workers=workers, loop="uvloop", **UVICORN_OPTIONS,
                 log_level="warning", access_log=False)
 
 

@@ -13,16 +13,17 @@ log = logging.getLogger("accord.server")
 
 
 async def run_servers(settings: Settings, *, demo_upstream_port: int | None = None, with_gateway: bool = False,
-                      banner: Callable[[], None] | None = None) -> None:
+                      banner: Callable[[], None] | None = None, with_worker: bool = True) -> None:
+    """Serve until interrupted; with `with_worker`, the background worker (accord.worker) runs alongside."""
     from accord.app import create_app
 
     servers = [uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
                                              log_level="info", access_log=True))]
     if with_gateway:
-        from accord.gateway.app import GatewayApp
+        from accord.gateway.app import UVICORN_OPTIONS, GatewayApp
 
         servers.append(uvicorn.Server(uvicorn.Config(GatewayApp(settings), host=settings.gateway_host,
-                                                     port=settings.gateway_port, http="httptools", proxy_headers=False,
+                                                     port=settings.gateway_port, **UVICORN_OPTIONS,
                                                      log_level="warning", access_log=False)))
     if demo_upstream_port is not None:
         from accord.demo.upstream import DemoUpstream
@@ -41,9 +42,24 @@ async def run_servers(settings: Settings, *, demo_upstream_port: int | None = No
                     [demo_upstream_port] if demo_upstream_port else [])
                 raise SystemExit(f"could not start: is one of the ports {ports} already in use?")
         await asyncio.sleep(0.05)
+    worker_stop = asyncio.Event()
+    worker = asyncio.create_task(_run_worker(settings, worker_stop)) if with_worker else None
     if banner:
         banner()
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for s in servers:
         s.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
+    if worker is not None:
+        # The servers stopped (Ctrl+C, SIGTERM): the worker finishes its attempts in flight, then stops.
+        worker_stop.set()
+        await asyncio.gather(worker, return_exceptions=True)
+
+
+async def _run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    from accord.worker import run_worker
+
+    try:
+        await run_worker(settings, stop)
+    except Exception:
+        log.exception("the background worker stopped; the servers go on without it")

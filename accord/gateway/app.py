@@ -15,6 +15,11 @@ from accord.gateway.recorder import UsageRecorder
 
 log = logging.getLogger("accord.gateway")
 
+# How uvicorn must run the gateway: the fast parser, and no header rewriting of its own — the
+# client address is the socket's (X-Forwarded-For is appended to, never trusted) and Date/Server
+# come from the upstream, not twice.
+UVICORN_OPTIONS = {"http": "httptools", "proxy_headers": False, "date_header": False, "server_header": False}
+
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
 

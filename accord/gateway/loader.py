@@ -7,6 +7,7 @@ snapshot and retries; the outage is logged once, not per poll.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -64,6 +65,11 @@ class SnapshotLoader:
             self.database_ok = False
             return False
         self.current = snapshot
+        # The snapshot is long-lived and immutable: take it (and the rest of the heap) out of the
+        # cyclic GC's full passes, which otherwise stall the loop for 100+ ms at 100k credentials.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
         self._mark_ok()
         log.info("snapshot version %s built in %.1f ms", snapshot.version, self.last_build_seconds * 1000)
         return True

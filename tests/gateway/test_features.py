@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from accord.apps.models import ApplicationSubscription, Credential, CredentialKind, Environment
 from accord.catalog.models import Api, CredentialLocation, Metric
 from accord.core.db import create_engine, session_factory
-from accord.gateway.app import GatewayApp
+from accord.gateway.app import UVICORN_OPTIONS, GatewayApp
 from accord.plans.models import Period
 from accord.usage.models import FirstCall, UsageCount
 from tests.gateway.harness import EchoUpstream, Running, committed, gateway_settings, serve
@@ -62,7 +62,7 @@ async def running(fresh_database_url: str):
     async with serve(upstream) as upstream_url:
         data = await committed(fresh_database_url, lambda f, s: _seed(f, s, upstream_url))
         app = GatewayApp(gateway_settings(fresh_database_url))
-        async with serve(app, http="httptools", proxy_headers=False) as url:
+        async with serve(app, **UVICORN_OPTIONS) as url:
             yield Running(url, app, upstream, fresh_database_url, data)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from accord.apps.models import ApplicationState, ApplicationSubscription, Credential, Environment
 from accord.catalog.models import Metric
 from accord.core.clock import utcnow
-from accord.gateway.app import GatewayApp
+from accord.gateway.app import UVICORN_OPTIONS, GatewayApp
 from accord.partners.models import Audience, PartnerStatus
 from accord.plans.models import Period, PlanDisabledMetric
 from accord.subscriptions.models import SubscriptionState
@@ -70,7 +70,7 @@ async def running(fresh_database_url: str):
     async with serve(upstream) as upstream_url:
         data = await committed(fresh_database_url, lambda f, s: _seed(f, s, upstream_url))
         app = GatewayApp(gateway_settings(fresh_database_url))
-        async with serve(app, http="httptools", proxy_headers=False) as url:
+        async with serve(app, **UVICORN_OPTIONS) as url:
             yield Running(url, app, upstream, fresh_database_url, data)
 
 
@@ -120,6 +120,7 @@ async def test_forwarding_headers_and_environment(running: Running) -> None:
                                                                              "X-Drop": "1", "X-Keep": "yes"})
         assert response.status_code == 200, response.text
         assert response.headers["x-upstream"] == "echo"
+        assert len(response.headers.get_list("date")) == 1 and len(response.headers.get_list("server")) == 1
         seen = response.json()
         assert seen["path"] == "/prod/users/7" and seen["query"] == "fields=a&fields=b"
         sent = seen["headers"]
