@@ -32,12 +32,14 @@ class SchemaNotCurrent(RuntimeError):
 
 def _routers() -> list[tuple[Any, str, list[str]]]:
     # Imported here so that importing accord.app stays cheap for the CLI.
+    from accord.announcements import routes as announcements
     from accord.apps import routes as apps
     from accord.audit import routes as audit
     from accord.auth import routes as auth
     from accord.catalog import routes as catalog
     from accord.customfields import routes as customfields
     from accord.events import routes as events
+    from accord.notifications import routes as notifications
     from accord.partners import routes as partners
     from accord.plans import routes as plans
     from accord.products import routes as products
@@ -45,8 +47,10 @@ def _routers() -> list[tuple[Any, str, list[str]]]:
     from accord.teams import routes as teams
     from accord.usage import routes as usage
     from accord.users import routes as users
+    from accord.webhooks import routes as webhooks
 
-    modules = [auth, catalog, products, plans, partners, customfields, users, teams, subscriptions, apps, audit, usage, events]
+    modules = [auth, catalog, products, plans, partners, customfields, users, teams, subscriptions, apps, audit, usage, events,
+               announcements, notifications, webhooks]
     out = []
     for module in modules:
         if hasattr(module, "admin_router"):

@@ -18,6 +18,8 @@ from sqlalchemy import select
 from accord.apps.models import Application, Credential
 from accord.subscriptions.models import Subscription, SubscriptionState
 from accord.teams.models import Invitation, Membership
+from accord.events.models import Event
+from accord.webhooks.models import WebhookDelivery, WebhookEndpoint
 from accord.core.clock import utcnow
 from accord.core.security import keyed_hash
 
@@ -32,7 +34,15 @@ BODIES: dict[tuple[str, str], dict] = {  # most specific suffix first
     ("POST", "/applications"): {"name": "Mallory", "environment": "sandbox"},
     ("PATCH", "/applications/{application_id}"): {"name": "Mallory"},
     ("POST", "/credentials"): {"name": "mallory"},
+    ("PATCH", "/endpoints/{endpoint_id}"): {"description": "mallory"},
+    ("POST", "/webhooks/endpoints"): {"url": "https://mallory.example/hook"},
+    ("POST", "/endpoints/{endpoint_id}/redeliver"): {"event_id": "{event_id}"},
+    ("POST", "/replay"): {"since": "2020-01-01T00:00:00Z", "until": "2030-01-01T00:00:00Z"},
 }
+
+
+# Ids of things that belong to no single partner (the catalog, announcements to many partners).
+SHARED = {"product_id", "announcement_id"}
 
 
 def _partner_routes(app) -> list[tuple[str, str]]:
@@ -64,7 +74,17 @@ async def test_every_partner_route_refuses_another_partners_ids(server, factory,
                                 token_hash=keyed_hash(uuid.uuid4().hex, "k"), expires_at=utcnow().replace(year=2100))
         session.add(invitation)
         await session.flush()
-        ids = {"partner_id": str(partner.id), "application_id": str(app_row.id), "credential_id": str(credential.id),
+        endpoint = WebhookEndpoint(partner_id=partner.id, url="https://hooks.example/accord")
+        session.add(endpoint)
+        await session.flush()
+        event = Event(id=f"evt_{uuid.uuid4().hex}", type="partner.updated", partner_id=partner.id, data={"object": {}})
+        session.add(event)
+        await session.flush()
+        delivery = WebhookDelivery(endpoint_id=endpoint.id, event_seq=event.seq, event_id=event.id,
+                                   event_type=event.type)
+        session.add(delivery)
+        await session.flush()
+        ids = {"event_id": event.id, "endpoint_id": str(endpoint.id), "delivery_id": str(delivery.id), "partner_id": str(partner.id), "application_id": str(app_row.id), "credential_id": str(credential.id),
                "subscription_id": str(subscription.id), "user_id": str(dev_user.id),
                "invitation_id": str(invitation.id), "product_id": str(product.id), "plan_id": str(plan.id)}
         return partner, token, ids
@@ -78,11 +98,13 @@ async def test_every_partner_route_refuses_another_partners_ids(server, factory,
     async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {a_token}"}) as client:
         for method, path in routes:
             params = set(re.findall(r"{(\w+)}", path))
-            attempts = [("B's partner_id", {**a_ids, **{"partner_id": b_ids["partner_id"]}, **{
-                k: b_ids[k] for k in params if k != "product_id"}})]
-            owned = params - {"partner_id", "product_id"}
+            # Ids of rows this test did not make (a new kind of route) are random: still 404.
+            b_or_random = {k: b_ids.get(k, str(uuid.uuid4())) for k in params}
+            attempts = [("B's partner_id", {**a_ids, **b_or_random, "partner_id": b_ids["partner_id"],
+                                            **{k: a_ids[k] for k in params & SHARED if k in a_ids}})]
+            owned = params - {"partner_id"} - SHARED
             if owned:
-                attempts.append(("B's ids under A", {**a_ids, **{k: b_ids[k] for k in owned}}))
+                attempts.append(("B's ids under A", {**a_ids, **{k: b_or_random[k] for k in owned}}))
             for label, ids in attempts:
                 url = path.removeprefix("/api").format(**ids)
                 response = await client.request(method, "/api" + url, json=_body(method, path, ids))
@@ -100,3 +122,6 @@ async def test_every_partner_route_refuses_another_partners_ids(server, factory,
     assert subscription.state == SubscriptionState.active
     members = (await session.scalars(select(Membership).where(Membership.partner_id == b.id))).all()
     assert len(members) == 2
+    endpoint = await session.get(WebhookEndpoint, uuid.UUID(b_ids["endpoint_id"]))
+    await session.refresh(endpoint)
+    assert endpoint.description == "" and endpoint.enabled

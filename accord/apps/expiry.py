@@ -1,13 +1,11 @@
 """A periodic job: emit `credential.expiring_soon` once for each credential expiring within a week.
 
-It runs in the worker beside the webhook and email dispatchers (same
-start/close/run_once interface). The marker `expiry_notified_at` makes it
+It runs in the worker (accord.worker) beside the webhook and email dispatchers. The marker `expiry_notified_at` makes it
 idempotent, and several workers may run it: each claims rows with
 `FOR UPDATE SKIP LOCKED` on PostgreSQL.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
@@ -49,17 +47,16 @@ async def notify_expiring(session, *, limit: int = 500) -> int:
 
 
 class ExpiryNotifier:
-    """Checks every `interval` seconds; cheap when nothing is due."""
+    """A worker dispatcher (see accord.worker): one pass a minute; cheap when nothing is due."""
 
-    def __init__(self, settings: Settings, *, interval: float = 60.0) -> None:
+    poll_interval = 60.0
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.interval = interval
         self._engine = None
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._engine = create_engine(self.settings.database_url)
-        self._task = asyncio.create_task(self._loop(), name="accord-credential-expiry")
 
     async def run_once(self) -> int:
         assert self._engine is not None
@@ -67,16 +64,5 @@ class ExpiryNotifier:
             return await notify_expiring(session)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
         if self._engine is not None:
             await self._engine.dispose()
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception as exc:  # the database may be briefly away; try again next time
-                log.warning("credential expiry check failed: %s", exc)
-            await asyncio.sleep(self.interval)

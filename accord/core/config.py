@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The well-known secret the demo runs with. `accord serve` refuses it in production.
@@ -30,6 +30,35 @@ class Settings(BaseSettings):
     gateway_upstream_timeout: float = 30.0
     gateway_poll_interval: float = 0.2  # how often the program version is checked
     gateway_flush_interval: float = 1.0  # how often usage is written
+    # Webhooks (accord.webhooks): the dispatcher runs in `accord worker`, `accord serve` and `accord demo`.
+    webhooks_allow_http: bool = False  # endpoints may be http:// URLs (tests, local receivers), not only https://
+    webhooks_allow_private: bool = False  # deliveries may go to loopback, private and link-local addresses
+    webhooks_timeout: float = 10.0  # seconds for a whole attempt: connect, send, and read the answer
+    webhooks_connect_timeout: float = 5.0
+    webhooks_poll_interval: float = 0.2  # how often an idle dispatcher looks for new events and due retries
+    webhooks_concurrency: int = Field(default=100, ge=1, le=10_000)  # attempts in flight per worker
+    webhooks_retry_hours: float = 72.0  # retry a failing delivery this long, then fail it and disable the endpoint
+    # A claimed delivery is leased for `webhooks_timeout` + this margin (time to record the result); a
+    # killed worker's deliveries are taken over by another worker once their lease has run out.
+    webhooks_lease_margin: float = 30.0
+    # Email notifications (accord.notifications). No smtp_host: embedded mode, where mail is not
+    # sent over the network but written to the log (the demo's way of showing it).
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None  # SecretStr: never shown by repr() or logs
+    smtp_starttls: bool = True  # upgrade the connection with STARTTLS before logging in
+    smtp_timeout: float = 30.0
+    mail_from: str = "Accord <accord@localhost>"
+    public_url: str | None = None  # the control plane's address in emails; default http://host:port
+    program_name: str = "Accord"  # how emails name the partner program
+    staff_email: str | None = None  # the program team's address for provider-side notices (else owners/admins)
+    email_verification_hours: int = 48
+    password_reset_minutes: int = 60
+    notification_poll_interval: float = 0.5
+    email_max_attempts: int = 10  # then the message is marked failed
+    email_retry_base_seconds: float = 180.0  # doubles each attempt: 3 min, 6, 12 … about 18 h over 10 attempts
+    email_retry_max_seconds: float = 6 * 3600.0
 
     def refuse_unsafe(self) -> None:
         """Raise if this configuration must not run in production."""

@@ -12,11 +12,13 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, Numeric
 from sqlalchemy.orm import DeclarativeBase
 
+from accord.announcements.models import Announcement
 from accord.apps.models import Application, Credential
 from accord.partners.models import Partner
 from accord.subscriptions.models import Subscription
 from accord.teams.models import Invitation, Membership
 from accord.usage.models import FirstCall
+from accord.webhooks.models import WebhookEndpoint
 
 _SECRET_COLUMNS = {"password_hash", "token_hash", "key_hash"}
 
@@ -34,9 +36,10 @@ def _types() -> list[EventType]:
         EventType("partner.created", "A partner organisation was created (by staff, import or self sign-up).", Partner),
         EventType("partner.updated", "A partner's profile, contacts or custom fields changed.", Partner),
         EventType("partner.tier_changed", "A partner moved to another program tier.", Partner),
-        EventType("partner.suspended", "A partner was suspended; its traffic is refused.", Partner),
-        EventType("partner.activated", "A partner was approved or resumed.", Partner),
-        EventType("partner.closed", "A partner was closed for good.", Partner),
+        EventType("partner.suspended", "A partner was suspended; its traffic is refused.", Partner,
+                  ("partner_status",)),
+        EventType("partner.activated", "A partner was approved or resumed.", Partner, ("partner_status",)),
+        EventType("partner.closed", "A partner was closed for good.", Partner, ("partner_status",)),
     ]
     members = [
         EventType("member.invited", "Someone was invited to a partner's team.", Invitation, ("invitation",)),
@@ -47,7 +50,8 @@ def _types() -> list[EventType]:
     applications = [
         EventType("application.created", "An application was created.", Application),
         EventType("application.updated", "An application's details or subscriptions changed.", Application),
-        EventType("application.approved", "A pending application was approved and is live.", Application),
+        EventType("application.approved", "A pending application was approved and is live.", Application,
+                  ("access_decision",)),
         EventType("application.suspended", "An application was suspended; its traffic is refused.", Application),
         EventType("application.resumed", "A suspended application is live again.", Application),
         EventType("application.deleted", "An application and its credentials were deleted.", Application),
@@ -64,8 +68,8 @@ def _types() -> list[EventType]:
         EventType("subscription.requested", "A subscription to a plan that needs approval was requested.",
                   Subscription),
         EventType("subscription.created", "An active subscription was created.", Subscription),
-        EventType("subscription.approved", "A pending subscription was approved.", Subscription),
-        EventType("subscription.rejected", "A pending subscription was rejected.", Subscription),
+        EventType("subscription.approved", "A pending subscription was approved.", Subscription, ("access_decision",)),
+        EventType("subscription.rejected", "A pending subscription was rejected.", Subscription, ("access_decision",)),
         EventType("subscription.suspended", "A subscription was suspended.", Subscription),
         EventType("subscription.resumed", "A suspended subscription is active again.", Subscription),
         EventType("subscription.cancelled", "A subscription was cancelled.", Subscription),
@@ -78,7 +82,17 @@ def _types() -> list[EventType]:
         EventType("usage.limit_threshold", "An application's usage of a limit reached 50, 80, 90 or 100 %.", None,
                   ("limit_threshold",)),
     ]
-    return partner + members + applications + credentials + subscriptions + usage
+    announcements = [
+        EventType("announcement.published", "Staff published an announcement. It has no partner_id: "
+                  "data.object's tier_ids, partner_types and audiences say which partners it is for "
+                  "(an empty list means every one).", Announcement),
+    ]
+    webhooks = [
+        EventType("webhook_endpoint.disabled", "A webhook endpoint was disabled because its deliveries failed for "
+                  "3 days (data.object.disabled_reason says why); enable it again and replay what it missed.",
+                  WebhookEndpoint, ("webhook_disabled",)),
+    ]
+    return partner + members + applications + credentials + subscriptions + usage + announcements + webhooks
 
 
 EVENT_TYPES: dict[str, EventType] = {t.name: t for t in _types()}

@@ -37,6 +37,9 @@ async def from_audit(session: AsyncSession, actor: Actor, action: str, *, target
     event_type = event_type_for(action, after)
     if event_type is None:
         return None
+    # Events reach partners (their event list, their webhooks): staff-only fields stay in the audit log.
+    hidden = await _hidden_custom_fields(session, target_type)
+    before, after = _for_partners(before, hidden), _for_partners(after, hidden)
     data: dict[str, Any] = {"object": after if after is not None else before,
                             "actor": {"kind": actor.kind, "id": actor.id, "label": actor.label}}
     if before is not None and after is not None:
@@ -45,6 +48,31 @@ async def from_audit(session: AsyncSession, actor: Actor, action: str, *, target
         partner_id = uuid.UUID(target_id)
     return await emit(session, event_type, data=data, partner_id=partner_id, subject_type=target_type,
                       subject_id=target_id)
+
+
+# Columns only the program team may see.
+STAFF_ONLY = frozenset({"notes", "status_reason"})
+_CUSTOM_FIELD_TARGETS = {"partners": "partner", "applications": "application", "users": "user"}
+
+
+async def _hidden_custom_fields(session: AsyncSession, target_type: str) -> frozenset[str]:
+    from accord.customfields.models import FieldDefinition
+
+    target = _CUSTOM_FIELD_TARGETS.get(target_type)
+    if target is None:
+        return frozenset()
+    keys = await session.scalars(select(FieldDefinition.key).where(FieldDefinition.target == target,
+                                                                   FieldDefinition.hidden.is_(True)))
+    return frozenset(keys)
+
+
+def _for_partners(view: dict[str, Any] | None, hidden_fields: frozenset[str]) -> dict[str, Any] | None:
+    if view is None:
+        return None
+    out = {k: v for k, v in view.items() if k not in STAFF_ONLY}
+    if hidden_fields and isinstance(out.get("custom_fields"), dict):
+        out["custom_fields"] = {k: v for k, v in out["custom_fields"].items() if k not in hidden_fields}
+    return out
 
 
 def envelope(event: Event) -> dict[str, Any]:

@@ -319,9 +319,9 @@ class RedisLimiter:
     """
 
     def __init__(self, url: str, *, on_unavailable: str = "open", clock: Clock = time.time,
-                 key_prefix: str = "accord:rl:", connect_timeout: float = 0.25, timeout: float = 0.25,
+                 key_prefix: str = "accord:rl:", connect_timeout: float = 0.5, timeout: float = 2.0,
                  retry_interval: float = 1.0, expiry_margin: int = 60, max_connections: int = 50,
-                 pool_timeout: float = 1.0) -> None:
+                 pool_timeout: float = 2.0) -> None:
         if on_unavailable not in ("open", "closed"):
             raise ValueError(f"on_unavailable must be 'open' or 'closed', not {on_unavailable!r}")
         # A blocking pool: a burst of concurrent requests queues for a connection

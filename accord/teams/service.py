@@ -26,6 +26,8 @@ from accord.core.config import Settings
 from accord.core.errors import ProblemError, conflict, invalid, not_found
 from accord.core.pagination import PageParams, paginate
 from accord.core.security import keyed_hash, new_secret
+from accord.notifications.rendering import public_url, site_context
+from accord.notifications.service import queue_email
 from accord.partners.models import Partner
 from accord.teams.models import Invitation, InvitationStatus, MemberRole, Membership
 from accord.teams.schemas import InvitationAccept, InvitationCreate, MemberRead
@@ -162,8 +164,9 @@ async def get_invitation(session: AsyncSession, partner_id: uuid.UUID, invitatio
 
 async def create_invitation(session: AsyncSession, settings: Settings, actor: Actor, partner_id: uuid.UUID,
                             data: InvitationCreate) -> tuple[Invitation, str]:
-    """Invite an email into the team; the token is returned once and only its keyed hash is kept."""
-    await get_partner(session, partner_id)
+    """Invite an email into the team; the token is returned once (and emailed to the invitee), only its
+    keyed hash is kept."""
+    partner = await get_partner(session, partner_id)
     existing_user = await users.find_user_by_email(session, data.email)
     if existing_user is not None and await session.scalar(select(Membership.id).where(
             Membership.partner_id == partner_id, Membership.user_id == existing_user.id)):
@@ -179,6 +182,12 @@ async def create_invitation(session: AsyncSession, settings: Settings, actor: Ac
                             invited_by_user_id=actor.user_id)
     session.add(invitation)
     await audit.record(session, actor, "invitation.created", invitation, partner_id=partner_id)
+    # Queued here, not from the member.invited event: only this transaction ever holds the raw token.
+    await queue_email(session, to=invitation.email, template="invitation", context={
+        **site_context(settings), "partner_name": partner.name, "role": invitation.role.value,
+        "inviter": actor.label if actor.kind == "user" else f"The {settings.program_name} team",
+        "email": invitation.email, "token": secret, "expires_at": invitation.expires_at,
+        "accept_url": public_url(settings) + ACCEPT_PATH})
     return invitation, secret
 
 

@@ -44,3 +44,21 @@ class UserSession(Entity):
     expires_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
     last_used_at: Mapped[datetime | None] = mapped_column()
+
+
+class TokenPurpose(enum.StrEnum):
+    verify_email = "verify-email"
+    reset_password = "reset-password"
+
+
+class UserToken(Entity):
+    """A single-use, expiring token mailed to a user (email verification, password reset); hash only."""
+
+    __tablename__ = "user_tokens"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[TokenPurpose] = mapped_column()
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column()
+    # Set when the token is used, or when a newer token of the same purpose replaces it.
+    used_at: Mapped[datetime | None] = mapped_column()

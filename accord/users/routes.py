@@ -1,6 +1,7 @@
 """Routes for people.
 
-Partner API (`/api`): `POST /auth/signup`, `POST /auth/login`, `POST /auth/logout`, `GET|PATCH /me`.
+Partner API (`/api`): `POST /auth/signup`, `POST /auth/login`, `POST /auth/logout`, `GET|PATCH /me`,
+`POST /auth/verify-email/request|confirm`, `POST /auth/password-reset/request|confirm`.
 Admin API (`/admin/api`): `/users` list, create (staff), get, update.
 """
 from __future__ import annotations
@@ -15,18 +16,22 @@ from accord.core.deps import SessionDep, SettingsDep
 from accord.core.errors import READ_PROBLEMS, WRITE_PROBLEMS, problem_responses
 from accord.core.pagination import Page, PageDep, read_page
 from accord.core.security import keyed_hash
-from accord.users import service
+from accord.users import email_flows, service
 from accord.users.models import StaffRole
 from accord.users.schemas import (
+    EmailVerified,
     LoginRequest,
     MeRead,
     MeUpdate,
+    PasswordResetConfirm,
+    PasswordResetRequest,
     SessionCreated,
     SignupRequest,
     StaffUserCreate,
     UserDetail,
     UserRead,
     UserUpdate,
+    VerifyEmailConfirm,
 )
 
 admin_router = APIRouter(responses=problem_responses(401, 403))
@@ -39,8 +44,10 @@ partner_router = APIRouter(responses=problem_responses(401, 403))
                      "organisation and signs you in)", responses=problem_responses(409, 422))
 async def signup(session: SessionDep, settings: SettingsDep, data: SignupRequest) -> SessionCreated:
     """Creates your account and an active partner organisation (audience `public`, the entry tier, its
-    default subscriptions) with you as its partner-admin, and returns a session token."""
+    default subscriptions) with you as its partner-admin, and returns a session token. An email with a
+    token to verify your address is sent (see `POST /api/auth/verify-email/confirm`)."""
     user, row, token = await service.signup(session, settings, data)
+    await email_flows.request_verification(session, settings, user)
     return SessionCreated(token=token, expires_at=row.expires_at, user=await service.me_view(session, user))
 
 
@@ -69,6 +76,46 @@ async def update_me(session: SessionDep, settings: SettingsDep, user: UserDep, t
                     data: MeUpdate) -> MeRead:
     await service.update_me(session, user, data, current_session_hash=keyed_hash(token, settings.secret_key))
     return await service.me_view(session, user)
+
+
+# --- partner API: proving the email address, recovering the password ---------
+
+@partner_router.post("/auth/verify-email/request", status_code=202, summary="Email yourself a token that "
+                     "verifies your email address", responses=problem_responses(409))
+async def request_email_verification(session: SessionDep, settings: SettingsDep, user: UserDep) -> Response:
+    """The token is single use and expires (48 h by default); asking again replaces the previous one.
+    An address already verified answers 409 `invalid-state`."""
+    await email_flows.request_verification(session, settings, user)
+    return Response(status_code=202)
+
+
+@partner_router.post("/auth/verify-email/confirm", summary="Verify your email address with the emailed token",
+                     responses=problem_responses(404, 409, 422))
+async def confirm_email_verification(session: SessionDep, settings: SettingsDep,
+                                     data: VerifyEmailConfirm) -> EmailVerified:
+    """No session needed: the token is the proof. An unknown token answers 404; a used, replaced or expired
+    one 409 `invalid-state` naming `token`."""
+    user = await email_flows.confirm_verification(session, settings, data.token)
+    return EmailVerified(email=user.email, email_verified_at=user.email_verified_at)
+
+
+@partner_router.post("/auth/password-reset/request", status_code=202,
+                     summary="Email a password-reset token (always 202)", responses=problem_responses(422))
+async def request_password_reset(session: SessionDep, settings: SettingsDep, data: PasswordResetRequest) -> Response:
+    """Answers 202 whether or not the email has an account, so nobody learns who has one. The token is single
+    use and valid for an hour."""
+    await email_flows.request_password_reset(session, settings, data.email)
+    return Response(status_code=202)
+
+
+@partner_router.post("/auth/password-reset/confirm", status_code=204,
+                     summary="Set a new password with the emailed token (ends every session)",
+                     responses=problem_responses(404, 409, 422))
+async def confirm_password_reset(session: SessionDep, settings: SettingsDep, data: PasswordResetConfirm) -> Response:
+    """Sign in again afterwards with the new password. An unknown token answers 404; a used, replaced or
+    expired one 409 `invalid-state` naming `token`."""
+    await email_flows.confirm_password_reset(session, settings, data.token, data.password)
+    return Response(status_code=204)
 
 
 # --- admin API: users ------------------------------------------------------

@@ -101,3 +101,27 @@ class UserUpdate(WriteModel):
     staff_role: StaffRole | None = Field(None, description="null removes the staff role")
     is_active: bool | None = Field(None, description="false signs the user out everywhere and refuses logins")
     custom_fields: CustomFieldValues | None = None
+
+
+# --- email verification and password reset -----------------------------------
+
+SingleUseToken = Annotated[str, StringConstraints(min_length=1, max_length=200),
+                           Field(description="The token from the email")]
+
+
+class VerifyEmailConfirm(WriteModel):
+    token: SingleUseToken
+
+
+class EmailVerified(ReadModel):
+    email: str
+    email_verified_at: datetime
+
+
+class PasswordResetRequest(WriteModel):
+    email: Email
+
+
+class PasswordResetConfirm(WriteModel):
+    token: SingleUseToken
+    password: Password = Field(description="The new password; at least 10 characters")

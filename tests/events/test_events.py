@@ -52,3 +52,20 @@ async def test_partners_see_only_their_own_events(anon: httpx.AsyncClient, admin
     assert all(e["partner_id"] == str(mine.id) for e in seen["items"])
     other = await anon.get(f"/api/partners/{theirs.id}/events", headers={"Authorization": f"Bearer {token}"})
     assert other.status_code == 404
+
+
+async def test_events_never_carry_staff_only_fields(admin: httpx.AsyncClient) -> None:
+    field = await admin.post("/admin/api/custom-fields", json={"target": "partner", "key": "crm", "label": "CRM",
+                                                               "hidden": True})
+    assert field.status_code == 201, field.text
+    await admin.post("/admin/api/custom-fields", json={"target": "partner", "key": "region", "label": "Region"})
+    partner = (await admin.post("/admin/api/partners", json={
+        "name": "Acme", "slug": "acme", "type": "technology", "notes": "difficult customer", "status": "active",
+        "custom_fields": {"crm": "ACC-1", "region": "emea"}})).json()
+    suspended = await admin.post(f"/admin/api/partners/{partner['id']}/suspend", json={"reason": "unpaid invoices"})
+    assert suspended.status_code == 200, suspended.text
+    events = (await admin.get("/admin/api/events", params={"partner_id": partner["id"]})).json()["items"]
+    assert [e["type"] for e in events] == ["partner.suspended", "partner.created"], events
+    text = str(events)
+    assert "difficult customer" not in text and "unpaid invoices" not in text and "ACC-1" not in text
+    assert events[1]["data"]["object"]["custom_fields"] == {"region": "emea"}

@@ -120,6 +120,9 @@ def test_two_gateway_processes_sharing_redis_admit_exactly_the_limit(fresh_datab
                 return [r.status_code for r in await asyncio.gather(*calls)]
 
         statuses = asyncio.run(hammer())
+        fallbacks = [_metric(f"http://127.0.0.1:{port}/metrics", "accord_gateway_limiter_unavailable_total")
+                     for port in ports]
+        assert fallbacks == [0, 0], "a gateway fell back to per-process limits (Redis too slow?)"
         assert statuses.count(200) == limit, statuses
         assert statuses.count(429) == requests - limit
     finally:
@@ -129,6 +132,13 @@ def test_two_gateway_processes_sharing_redis_admit_exactly_the_limit(fresh_datab
         with redis.Redis.from_url(REDIS_URL) as client:
             for key in client.scan_iter(match=f"*{app_id}*"):
                 client.delete(key)
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(url).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in {url}")
 
 
 def _wait_for(url: str, timeout: float = 60) -> None:
