@@ -11,7 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 import httpx
+import uvicorn
 
 
 def free_port() -> int:
@@ -52,3 +58,21 @@ def accord_serve(database_url: str, secret_key: str, *, extra_env: dict[str, str
             process.kill()
         log.close()
         Path(log.name).unlink(missing_ok=True)
+
+
+@asynccontextmanager
+async def serve_asgi(app: Any, **kwargs: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port in the current event loop."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                           **kwargs))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

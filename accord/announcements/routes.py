@@ -23,7 +23,7 @@ from accord.announcements.schemas import (
     PartnerAnnouncementRead,
 )
 from accord.auth.deps import AdminDep, PartnerMemberDep, UserDep
-from accord.core.deps import SessionDep
+from accord.core.deps import SessionDep, SettingsDep
 from accord.core.errors import READ_PROBLEMS, WRITE_PROBLEMS, problem_responses
 from accord.core.pagination import Page, PageDep, read_page
 from accord.partners.models import Audience
@@ -82,9 +82,11 @@ async def delete_announcement(session: SessionDep, actor: AdminDep, announcement
 
 @admin_router.post("/announcements/{announcement_id}/publish", summary="Publish a draft announcement",
                    responses=WRITE_PROBLEMS)
-async def publish_announcement(session: SessionDep, actor: AdminDep, announcement_id: uuid.UUID) -> AnnouncementRead:
-    """Partners it is for see it at once, and `announcement.published` is emitted with its audience filter."""
-    return AnnouncementRead.model_validate(await service.publish(session, actor, announcement_id))
+async def publish_announcement(session: SessionDep, settings: SettingsDep, actor: AdminDep,
+                               announcement_id: uuid.UUID) -> AnnouncementRead:
+    """Partners it addresses see it at once; `announcement.published` is emitted and members who
+    opted in to announcement emails get one."""
+    return AnnouncementRead.model_validate(await service.publish(session, actor, announcement_id, settings=settings))
 
 
 @admin_router.post("/announcements/{announcement_id}/archive", summary="Archive a published announcement",
@@ -142,5 +144,5 @@ async def get_announcement_emails(session: SessionDep, user: UserDep) -> Announc
                     responses=problem_responses(422))
 async def set_announcement_emails(session: SessionDep, user: UserDep,
                                   data: AnnouncementEmailsUpdate) -> AnnouncementEmailsRead:
-    """Kept per user, whichever partners you belong to; without a choice you are not opted in."""
+    """When an announcement is published, you get one email if it is for any partner you belong to."""
     return AnnouncementEmailsRead(opted_in=await service.set_email_opt_in(session, user, data.opted_in))

@@ -3,8 +3,8 @@
 An announcement addresses a partner when the partner passes all three lists of its
 audience filter (`tier_ids`, `partner_types`, `audiences`); an empty list lets every
 partner through. Publishing is final for the filter: the `announcement.published`
-event has told receivers whom it is for, so afterwards only the title and body can
-change (and `updated_at` shows that they did).
+event and the emails have told people whom it is for, so afterwards only the title
+and body can change (and `updated_at` shows that they did).
 """
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ from accord.announcements.schemas import AnnouncementCreate, AnnouncementUpdate
 from accord.audit import service as audit
 from accord.auth.actor import Actor
 from accord.core.clock import utcnow
+from accord.core.config import Settings
 from accord.core.errors import ProblemError, invalid, not_found
 from accord.core.queries import where_equal
+from accord.events.models import Event
+from accord.notifications.rendering import site_context
+from accord.notifications.service import queue_email
 from accord.partners.models import Audience, Partner, PartnerStatus, PartnerType, Tier
 from accord.teams.models import Membership
 from accord.users.models import User
@@ -30,6 +34,7 @@ from accord.users.service import user_actor
 FILTER_FIELDS = ("tier_ids", "partner_types", "audiences")
 # A feed carries the newest entries only; readers keep what they have already seen.
 FEED_SIZE = 50
+EMAIL_TEMPLATE = "announcement"
 
 
 # --- who an announcement is for ------------------------------------------------
@@ -161,8 +166,9 @@ async def update_announcement(session: AsyncSession, actor: Actor, announcement_
     return announcement
 
 
-async def publish(session: AsyncSession, actor: Actor, announcement_id: uuid.UUID) -> Announcement:
-    """Publish a draft: partners it is for see it at once, and `announcement.published` is emitted."""
+async def publish(session: AsyncSession, actor: Actor, announcement_id: uuid.UUID, *,
+                  settings: Settings) -> Announcement:
+    """Publish a draft: it becomes visible, `announcement.published` is emitted and opted-in members are emailed."""
     announcement = await get_announcement(session, announcement_id)
     if announcement.status != AnnouncementStatus.draft:
         raise _wrong_status(announcement, "only a draft can be published")
@@ -171,7 +177,17 @@ async def publish(session: AsyncSession, actor: Actor, announcement_id: uuid.UUI
     announcement.published_at = utcnow()
     # The audit entry emits `announcement.published`; its data.object carries the audience filter.
     await audit.record(session, actor, "announcement.published", announcement, before=before)
+    event = await _published_event(session, announcement)
+    await _email_members(session, settings, announcement, event)
     return announcement
+
+
+async def _published_event(session: AsyncSession, announcement: Announcement) -> Event:
+    # An announcement is published once (drafts only), so this is the event just emitted.
+    event = await session.scalar(select(Event).where(Event.type == "announcement.published",
+                                                     Event.subject_id == str(announcement.id)))
+    assert event is not None, "announcement.published is missing from the event catalog"
+    return event
 
 
 async def archive(session: AsyncSession, actor: Actor, announcement_id: uuid.UUID) -> Announcement:
@@ -241,3 +257,12 @@ async def email_recipients(session: AsyncSession, announcement: Announcement) ->
                    AnnouncementEmailOptIn.opted_in.is_(True), User.is_active.is_(True))
             .order_by(User.email))
     return list(await session.scalars(stmt))
+
+
+async def _email_members(session: AsyncSession, settings: Settings, announcement: Announcement,
+                         event: Event) -> None:
+    """Queue the announcement to each of its `email_recipients`, in the publishing transaction."""
+    context = {**site_context(settings), "title": announcement.title, "body": announcement.body,
+               "published_at": announcement.published_at}
+    for address in await email_recipients(session, announcement):
+        await queue_email(session, to=address, template=EMAIL_TEMPLATE, context=context, event_id=event.id)

@@ -85,7 +85,7 @@ def _types() -> list[EventType]:
     announcements = [
         EventType("announcement.published", "Staff published an announcement. It has no partner_id: "
                   "data.object's tier_ids, partner_types and audiences say which partners it is for "
-                  "(an empty list means every one).", Announcement),
+                  "(an empty list means every one).", Announcement, ("announcement",)),
     ]
     webhooks = [
         EventType("webhook_endpoint.disabled", "A webhook endpoint was disabled because its deliveries failed for "

@@ -33,7 +33,7 @@ from accord.teams.models import MemberRole, Membership
 from accord.users.models import StaffRole, User
 
 # Emails of catalog events that are queued by the code that holds their secret, not planned here.
-QUEUED_DIRECTLY = {"member.invited": ("invitation",)}
+QUEUED_DIRECTLY = {"member.invited": ("invitation",), "announcement.published": ("announcement",)}
 
 
 @dataclass(frozen=True)

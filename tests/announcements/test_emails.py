@@ -9,6 +9,7 @@ from sqlalchemy import select
 from accord.announcements import service
 from accord.announcements.models import Announcement
 from accord.audit.models import AuditEntry
+from accord.notifications.models import EmailMessage
 from accord.partners.models import Audience, PartnerStatus, PartnerType
 from accord.teams.models import MemberRole
 from tests.announcements.helpers import bearer, published
@@ -80,3 +81,25 @@ async def test_recipients_are_the_opted_in_members_of_addressed_partners(anon: h
     assert await recipients(for_everyone) == ["both@example.com", "eager@example.com", "untiered@example.com"]
     assert await recipients(for_internal) == []
 
+
+async def test_publishing_queues_one_email_per_opted_in_member(anon: httpx.AsyncClient, admin: httpx.AsyncClient,
+                                                               factory: Factory, session) -> None:
+    gold, silver = await factory.tier("Gold"), await factory.tier("Silver")
+    golden, silvery = await factory.partner(tier_id=gold.id), await factory.partner(tier_id=silver.id)
+    for partner, email, opt_in in ((golden, "gold-in@example.com", True), (golden, "gold-out@example.com", False),
+                                   (silvery, "silver-in@example.com", True)):
+        _, token = await factory.member(partner, user=await factory.user(email))
+        assert (await anon.put(SETTING, json={"opted_in": opt_in}, headers=bearer(token))).status_code == 200
+
+    await admin.post("/admin/api/announcements", json={"title": "Still a draft", "tier_ids": [str(gold.id)]})
+    news = await published(admin, "Gold <news> & more", body="**Bold** move: see `/v2`.", tier_ids=[str(gold.id)])
+
+    queued = (await session.scalars(select(EmailMessage).order_by(EmailMessage.to))).all()
+    assert [(m.to, m.template) for m in queued] == [("gold-in@example.com", "announcement")]
+    email = queued[0]
+    event_id = (await admin.get("/admin/api/events", params={"type": "announcement.published"})).json()["items"][0]["id"]
+    assert email.event_id == event_id
+    assert email.subject == "Gold <news> & more"
+    assert "**Bold** move: see `/v2`." in email.text_body  # the Markdown as written
+    assert "Gold &lt;news&gt; &amp; more" in email.html_body and "<news>" not in email.html_body
+    assert news["status"] == "published"

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 
 from accord.core.config import Settings
 from accord.core.db import create_engine, session_factory
 from accord.gateway.app import GatewayApp
 from tests.conftest import TEST_SECRET
+from tests.servers import serve_asgi
 
 
 class EchoUpstream:
@@ -55,21 +53,7 @@ class EchoUpstream:
         await send({"type": "http.response.body", "body": body})
 
 
-@asynccontextmanager
-async def serve(app: Any, **kwargs: Any) -> AsyncIterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                                           **kwargs))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+serve = serve_asgi  # the shared helper, under the name these tests use
 
 
 @dataclass

@@ -45,6 +45,8 @@ SAMPLES: dict[str, tuple[dict[str, Any], str]] = {
                     "made a first sandbox call"),
     "nudge_inactive": ({"partner_name": "Acme", "days": 30, "last_call_at": SOON - timedelta(days=30)},
                        "30 days"),
+    "announcement": ({"title": "New Insights endpoints", "body": "We added **trends**.",
+                      "published_at": "2026-11-21T09:00:00+00:00"}, "We added **trends**."),
     "webhook_disabled": ({"owner_name": "Acme team", "url": "https://acme.example/hooks", "reason": "3 days of errors",
                           "disabled_at": SOON.isoformat(), "endpoint_id": "3f1c"}, "3 days of errors"),
 }

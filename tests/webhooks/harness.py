@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import uvicorn
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
@@ -33,6 +32,7 @@ from accord.core.db import create_engine, session_factory
 from accord.webhooks.dispatcher import WebhookDispatcher
 from tests.conftest import TEST_SECRET
 from tests.factories import Factory
+from tests.servers import serve_asgi
 
 
 @dataclass(frozen=True)
@@ -139,20 +139,7 @@ def webhook_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-@asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+serve = serve_asgi  # the shared helper, under the name these tests use
 
 
 async def committed(engine: AsyncEngine, build: Any) -> Any:

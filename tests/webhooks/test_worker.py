@@ -51,8 +51,12 @@ async def test_run_worker_polls_each_dispatcher_until_stopped_then_closes_it(set
     assert all(d.settings is settings for d in made)
 
 
-def test_the_worker_runs_the_webhook_dispatcher(settings: Settings) -> None:
-    assert [type(factory(settings)) for factory in DISPATCHERS] == [WebhookDispatcher]
+def test_the_worker_runs_every_dispatcher(settings: Settings) -> None:
+    from accord.apps.expiry import ExpiryNotifier
+    from accord.notifications.dispatcher import NotificationDispatcher
+
+    assert [type(factory(settings)) for factory in DISPATCHERS] == [WebhookDispatcher, NotificationDispatcher,
+                                                                     ExpiryNotifier]
 
 
 async def test_stopping_the_loop_finishes_and_records_the_attempts_in_flight(fresh_database_url: str) -> None:
