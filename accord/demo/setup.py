@@ -5,7 +5,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import select
 
 from accord.auth.actor import CLI_ACTOR
@@ -51,25 +50,24 @@ async def prepare_demo(settings: Settings, *, fresh: bool, console: Console) -> 
     def banner() -> None:
         base = f"http://{settings.host}:{settings.port}"
         console.rule("[bold]Accord demo is running")
-        console.print(f"Control plane   {base}   (API docs: {base}/docs)")
+        console.print(f"Control plane   {base}   (API docs: {base}/docs)", soft_wrap=True)
         gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
-        console.print(f"Gateway         {gateway}   (sandbox calls go under {gateway}/sandbox/…)")
-        console.print(f"Admin token     [bold]{token}[/bold]")
-        console.print(f"  try: curl -H 'Authorization: Bearer {token}' {base}/admin/api/partners")
-        table = Table(title="Demo partner credentials (shown once; new on every fresh start)")
-        for column in ("partner", "application", "environment", "credential", "secret"):
-            table.add_column(column, overflow="fold")
+        console.print(f"Gateway         {gateway}   (sandbox calls go under {gateway}/sandbox/…)", soft_wrap=True)
+        console.print(f"Admin token     [bold]{token}[/bold]", soft_wrap=True)
+        console.print(f"  try: curl -H 'Authorization: Bearer {token}' {base}/admin/api/partners", soft_wrap=True)
+        # Plain lines, never wrapped, so every secret can be copied whole from any terminal.
+        console.print("Demo partner credentials (shown once; new on every fresh start):")
         for created in result.secrets:
-            table.add_row(created.partner, created.application, created.environment, created.name, created.secret)
-        console.print(table)
+            console.print(f"  {created.partner:<16} {created.environment:<11} {created.application} / {created.name}: "
+                          f"[bold]{created.secret}[/bold]", soft_wrap=True, highlight=False)
         trial = next((c for c in result.secrets if c.partner == "dana-dev"), None)
         if trial is not None:
             console.print("Dana's Trial plan allows 100 GETs a month and no writes; try it:")
-            console.print(f"  curl -i -H 'Authorization: Bearer {trial.secret}' {gateway}/sandbox/social/users")
-            console.print(f"  curl -i -X POST -H 'Authorization: Bearer {trial.secret}' {gateway}/sandbox/social/posts")
+            console.print(f"  curl -i -H 'Authorization: Bearer {trial.secret}' {gateway}/sandbox/social/users", soft_wrap=True)
+            console.print(f"  curl -i -X POST -H 'Authorization: Bearer {trial.secret}' {gateway}/sandbox/social/posts", soft_wrap=True)
         console.print(f"Demo members sign in with password [bold]{DEMO_PASSWORD}[/bold], e.g.\n"
                       f"  curl -X POST {base}/api/auth/login -H 'content-type: application/json' "
-                      f"-d '{{\"email\":\"alice@acme.example\",\"password\":\"{DEMO_PASSWORD}\"}}'")
+                      f"-d '{{\"email\":\"alice@acme.example\",\"password\":\"{DEMO_PASSWORD}\"}}'", soft_wrap=True)
         console.print("Press Ctrl+C to stop.")
 
     if not fresh and not result.secrets:
