@@ -74,6 +74,7 @@ class LimitDecision:
     exceeded_key: str | None  # when denied: the key of the failing check described here
     window: int | None = None  # the window's length in seconds (a month: 28–31 days); None for eternity
     key: str | None = None  # the key of the check described here (allowed or denied)
+    used: tuple[int, ...] = ()  # when allowed: each check's count after this request, in the order given
 
 
 NO_LIMITS = LimitDecision(allowed=True, limit=-1, remaining=-1, reset=0, period="", policy="",
@@ -155,6 +156,7 @@ def _decide(checks: Sequence[LimitCheck], afters: Sequence[int], windows: Sequen
         exceeded_key=None if allowed else check.key,
         window=length,
         key=check.key,
+        used=tuple(afters) if allowed else (),
     )
 
 

@@ -161,8 +161,8 @@ class Gateway:
                 reset = decision.reset if decision.window is not None else None  # eternity never resets
                 rate_headers = [(b"ratelimit-policy", policy_item(name, decision.limit, decision.window).encode()),
                                 (b"ratelimit", ratelimit_item(name, decision.remaining, reset).encode())]
-                if decision.allowed and decision.limit > 0:
-                    self._note_threshold(app, api, decision, totals)
+                if decision.allowed:
+                    self._note_threshold(app, api, checks, decision.used)
                 if not decision.allowed:
                     if reset is not None:
                         rate_headers.append((b"retry-after", str(decision.retry_after or 1).encode()))
@@ -177,16 +177,17 @@ class Gateway:
             return await self._deny(send, ctx, s.NO_UPSTREAM, f"{api.slug} has no {ctx.environment} upstream")
         await self._forward(scope, receive, send, ctx, api, app, upstream, rest, query, headers, rate_headers)
 
-    def _note_threshold(self, app: s.AppEntry, api: s.ApiEntry, decision: Any, totals: dict[str, int]) -> None:
-        """Tell the recorder when this request took the tightest limit across 50/80/90/100 %."""
-        metric_id = (decision.key or "").rsplit("|", 1)[-1]
-        used = decision.limit - decision.remaining
-        before = used - totals.get(metric_id, 0)
-        crossed = [p for p in THRESHOLDS if before * 100 < p * decision.limit <= used * 100]
-        if crossed:
-            self.recorder.note_limit_threshold(application_id=app.id, partner_id=app.partner_id, api_id=api.id,
-                                               metric=api.metric_names.get(metric_id, metric_id),
-                                               period=decision.period, limit=decision.limit, percent=crossed[-1])
+    def _note_threshold(self, app: s.AppEntry, api: s.ApiEntry, checks: list[LimitCheck],
+                        used: tuple[int, ...]) -> None:
+        """Tell the recorder about every limit this request took across 50/80/90/100 %."""
+        for check, after in zip(checks, used):
+            before = after - check.delta
+            crossed = [p for p in THRESHOLDS if before * 100 < p * check.limit <= after * 100]
+            if crossed:
+                metric_id = check.key.rsplit("|", 1)[-1]
+                self.recorder.note_limit_threshold(application_id=app.id, partner_id=app.partner_id, api_id=api.id,
+                                                   metric=api.metric_names.get(metric_id, metric_id),
+                                                   period=check.period, limit=check.limit, percent=crossed[-1])
 
     async def _forward(self, scope: dict[str, Any], receive: Any, send: Any, ctx: _Context, api: s.ApiEntry,
                        app: s.AppEntry, upstream: str, rest: str, query: list[tuple[str, str]],

@@ -49,6 +49,7 @@ async def _seed(f, session, upstream: str) -> dict[str, Any]:
                        sandbox_upstream_url=None)
     await api_with_app("peruser", CredentialLocation.authorization, limits=[(Period.day, 2)],
                        end_user_header="X-End-User")
+    await api_with_app("twolimits", CredentialLocation.authorization, limits=[(Period.day, 4), (Period.month, 8)])
     data["appkey_public_id"] = data.pop("appkey_app").app_id
     data["peruser_app_id"] = data.pop("peruser_app").id
     for key in [k for k in data if k.endswith("_app")]:
@@ -148,3 +149,23 @@ async def test_first_calls_and_limit_thresholds_become_events(running: Running) 
                                         "usage.limit_threshold"]
     assert [e.data["object"]["percent"] for e in events[1:]] == [50, 100]
     assert events[0].data["object"]["application_id"] == str(running.data["peruser_app_id"])
+
+
+async def test_every_limit_reports_its_own_thresholds(running: Running) -> None:
+    from accord.events.models import Event
+
+    headers = {"Authorization": f"Bearer {running.data['keys']['twolimits']}"}
+    async with httpx.AsyncClient(base_url=running.url) as c:
+        assert [(await c.get("/twolimits/x", headers=headers)).status_code for _ in range(5)] == [200] * 4 + [429]
+    await running.app.recorder.flush()
+    engine = create_engine(running.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            events = (await session.scalars(select(Event).where(Event.type == "usage.limit_threshold")
+                                            .order_by(Event.seq))).all()
+    finally:
+        await engine.dispose()
+    crossed = [(e.data["object"]["period"], e.data["object"]["percent"]) for e in events]
+    # day (4): call 2 → 50 %, call 4 → 100 % (it also crosses 80 and 90: the highest is reported);
+    # month (8): call 4 → 50 %. The refused fifth call consumes nothing and crosses nothing.
+    assert crossed == [("day", 50), ("day", 100), ("month", 50)], crossed
