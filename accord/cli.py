@@ -13,6 +13,7 @@ import uvloop
 from rich.console import Console
 
 from accord.core.config import Settings
+from accord.users.models import StaffRole
 
 app = typer.Typer(help="Accord: run an API partner program.", no_args_is_help=True, pretty_exceptions_enable=False)
 token_app = typer.Typer(help="Admin API tokens.", no_args_is_help=True)
@@ -135,8 +136,6 @@ def token_create(
     database: DatabaseOpt = None,
 ) -> None:
     """Create an admin API token and print it (it is shown only once)."""
-    from accord.users.models import StaffRole
-
     try:
         staff_role = StaffRole(role)
     except ValueError as exc:
@@ -147,7 +146,7 @@ def token_create(
     console.print(secret, soft_wrap=True, highlight=False)
 
 
-async def create_token(settings: Settings, name: str, role: object, expires_days: int | None = None) -> str:
+async def create_token(settings: Settings, name: str, role: StaffRole, expires_days: int | None = None) -> str:
     from accord.auth.actor import CLI_ACTOR
     from accord.auth.service import create_admin_token
     from accord.core.clock import utcnow
@@ -158,7 +157,7 @@ async def create_token(settings: Settings, name: str, role: object, expires_days
         expires = utcnow() + timedelta(days=expires_days) if expires_days else None
         async with session_scope(session_factory(engine)) as session:
             _, secret = await create_admin_token(session, settings.secret_key, CLI_ACTOR, name=name,
-                                                 role=role, expires_at=expires)  # type: ignore[arg-type]
+                                                 role=role, expires_at=expires)
         return secret
     finally:
         await engine.dispose()

@@ -20,7 +20,7 @@ from accord.catalog.schemas import (
     MetricCreate,
     MetricUpdate,
 )
-from accord.core.errors import ProblemError, conflict, invalid, not_found
+from accord.core.errors import ProblemError, conflict, invalid, not_found, reject_nulls
 
 ROOT_METRIC = "hits"
 
@@ -99,9 +99,8 @@ async def update_api(session: AsyncSession, actor: Actor, api_id: uuid.UUID, dat
     if "openapi" in changes:
         api.openapi = openapi.parse_document(data.openapi) if data.openapi is not None else None
         changes.pop("openapi")
+    reject_nulls(changes)
     for key, value in changes.items():
-        if value is None:
-            raise invalid(key, "may not be null")
         setattr(api, key, value)
     await audit.record(session, actor, "api.updated", api, before=before, after=_audit_view(api))
     return api
@@ -156,9 +155,9 @@ async def update_metric(session: AsyncSession, actor: Actor, api_id: uuid.UUID, 
                         data: MetricUpdate) -> Metric:
     metric = await get_metric(session, api_id, metric_id)
     before = audit.snapshot(metric)
-    for key, value in data.model_dump(exclude_unset=True).items():
-        if value is None:
-            raise invalid(key, "may not be null")
+    changes = data.model_dump(exclude_unset=True)
+    reject_nulls(changes)
+    for key, value in changes.items():
         setattr(metric, key, value)
     await audit.record(session, actor, "metric.updated", metric, before=before)
     return metric
@@ -212,13 +211,10 @@ async def update_rule(session: AsyncSession, actor: Actor, api_id: uuid.UUID, ru
     rule = await get_rule(session, api_id, rule_id)
     before = audit.snapshot(rule)
     changes = data.model_dump(exclude_unset=True)
+    reject_nulls(changes)
     if "metric" in changes:
-        if changes["metric"] is None:
-            raise invalid("metric", "may not be null")
         rule.metric_id = (await metric_by_name(session, api_id, changes.pop("metric"))).id
     for key, value in changes.items():
-        if value is None:
-            raise invalid(key, "may not be null")
         setattr(rule, key, value)
     await _check_rule_unique(session, api_id, rule.http_method, rule.pattern, rule.id)
     await audit.record(session, actor, "mapping_rule.updated", rule, before=before)

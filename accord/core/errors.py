@@ -81,6 +81,13 @@ def invalid(field_name: str, reason: str) -> ProblemError:
     return ProblemError("validation-error", f"{field_name}: {reason}", [{"field": field_name, "reason": reason}])
 
 
+def reject_nulls(changes: dict[str, Any], *, nullable: frozenset[str] | set[str] = frozenset()) -> None:
+    """A PATCH may leave a field out, but set it to null only where null means something."""
+    for key, value in changes.items():
+        if value is None and key not in nullable:
+            raise invalid(key, "may not be null")
+
+
 def conflict(field_name: str, reason: str) -> ProblemError:
     return ProblemError("conflict", f"{field_name}: {reason}", [{"field": field_name, "reason": reason}])
 

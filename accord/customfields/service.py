@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accord.audit import service as audit
 from accord.auth.actor import Actor
-from accord.core.errors import ProblemError, conflict, invalid, not_found
+from accord.core.errors import ProblemError, conflict, invalid, not_found, reject_nulls
 from accord.customfields.models import FieldDefinition, FieldTarget, FieldType
 from accord.customfields.schemas import FieldDefinitionCreate, FieldDefinitionUpdate
 
@@ -119,9 +119,9 @@ async def update_definition(session: AsyncSession, actor: Actor, definition_id: 
                             data: FieldDefinitionUpdate) -> FieldDefinition:
     definition = await get_definition(session, definition_id)
     before = audit.snapshot(definition)
-    for key, value in data.model_dump(exclude_unset=True).items():
-        if value is None:
-            raise invalid(key, "may not be null")
+    changes = data.model_dump(exclude_unset=True)
+    reject_nulls(changes)
+    for key, value in changes.items():
         setattr(definition, key, value)
     _check_choices(definition.type, definition.choices)
     await audit.record(session, actor, "custom_field.updated", definition, before=before)

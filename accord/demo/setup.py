@@ -14,7 +14,7 @@ from accord.core.db import create_engine, normalise_url, session_factory, sessio
 from accord.core.security import hash_password
 from accord.program.apply import apply_program
 from accord.program.document import load_document
-from accord.users.models import User
+from accord.users.models import StaffRole, User
 
 PROGRAM = Path(__file__).with_name("program.yaml")
 # Every demo member can sign in to the partner API with this password.
@@ -45,7 +45,7 @@ async def prepare_demo(settings: Settings, *, fresh: bool, console: Console) -> 
                 user.password_hash = hash_password(DEMO_PASSWORD)
     finally:
         await engine.dispose()
-    token = await create_token(settings, "demo", "owner")
+    token = await create_token(settings, "demo", StaffRole.owner)
 
     def banner() -> None:
         base = f"http://{settings.host}:{settings.port}"

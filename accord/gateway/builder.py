@@ -23,17 +23,12 @@ from accord.catalog.models import Api, MappingRule, Metric
 from accord.catalog.patterns import split_pattern
 from accord.core.version import VERSION_QUERY
 from accord.gateway import snapshot as s
-from accord.partners.models import Partner
+from accord.gateway.proxy import stripped_headers
+from accord.partners.models import Partner, visible_tiers
 from accord.plans.models import Plan, PlanDisabledMetric, PlanLimit
 from accord.products.models import Product, ProductApi, ProductMethod
 from accord.subscriptions.models import Subscription, SubscriptionState
 
-# Which API/product visibility tiers each partner audience may use.
-VISIBLE = {
-    "internal": {"internal", "partner", "public", "open"},
-    "partner": {"partner", "public", "open"},
-    "public": {"public", "open"},
-}
 _VAR = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
@@ -92,7 +87,6 @@ async def build_snapshot(connection: AsyncConnection, server_key: str) -> s.Snap
 
     metrics = await rows(Metric)
     parents = {str(m.id): (str(m.parent_id) if m.parent_id else None) for m in metrics}
-    names = {str(m.id): m.system_name for m in metrics}
     metrics_by_api: dict[str, list[Any]] = defaultdict(list)
     for m in metrics:
         metrics_by_api[str(m.api_id)].append(m)
@@ -116,6 +110,7 @@ async def build_snapshot(connection: AsyncConnection, server_key: str) -> s.Snap
             metric_names={str(m.id): m.system_name for m in metrics_by_api[api_id]},
             upstream_secret=upstream_secret(server_key, api_id),
             end_user_header=api.end_user_header.lower(), forward_identity=api.forward_identity,
+            stripped_headers=stripped_headers(api.credential_location, api.credential_name),
             mock_examples=_mock_examples(api.openapi),
         )
 
@@ -147,13 +142,13 @@ async def build_snapshot(connection: AsyncConnection, server_key: str) -> s.Snap
         denial = None
         if subscription.state != SubscriptionState.active:
             denial = s.SUBSCRIPTION_INACTIVE
-        elif product.visibility not in VISIBLE.get(partner.audience, set()):
+        elif product.visibility not in visible_tiers(partner.audience):
             denial = s.ABOVE_VISIBILITY
         selected = product_methods.get(str(product.id))
         out = {}
         for api_id in product_apis[str(product.id)]:
             api = apis[api_id]
-            if api.visibility not in VISIBLE.get(partner.audience, set()) and denial is None:
+            if api.visibility not in visible_tiers(partner.audience) and denial is None:
                 api_denial = s.ABOVE_VISIBILITY
             else:
                 api_denial = denial

@@ -69,15 +69,19 @@ class LimitDecision:
     remaining: int  # units left in that window after this request (0 when denied)
     reset: int  # whole seconds until that window resets (ceil); eternity: seconds until ETERNITY_END
     period: str
-    policy: str  # RateLimit-Policy item, named "{key}-{period}"; rebuild with `policy_item` for a nicer name
     retry_after: int | None  # when denied: seconds until the request could pass (None when allowed)
     exceeded_key: str | None  # when denied: the key of the failing check described here
     window: int | None = None  # the window's length in seconds (a month: 28–31 days); None for eternity
     key: str | None = None  # the key of the check described here (allowed or denied)
     used: tuple[int, ...] = ()  # when allowed: each check's count after this request, in the order given
 
+    @property
+    def policy(self) -> str:
+        """RateLimit-Policy item named "{key}-{period}" (built on demand: the gateway names it by metric)."""
+        return policy_item(f"{self.key}-{self.period}", self.limit, self.window) if self.key else ""
 
-NO_LIMITS = LimitDecision(allowed=True, limit=-1, remaining=-1, reset=0, period="", policy="",
+
+NO_LIMITS = LimitDecision(allowed=True, limit=-1, remaining=-1, reset=0, period="",
                           retry_after=None, exceeded_key=None, window=None)
 """The decision for a request with no checks: allowed; limit = remaining = -1 means "send no RateLimit headers"."""
 
@@ -151,7 +155,6 @@ def _decide(checks: Sequence[LimitCheck], afters: Sequence[int], windows: Sequen
         remaining=best_remaining,
         reset=reset,
         period=check.period,
-        policy=policy_item(f"{check.key}-{check.period}", check.limit, length),
         retry_after=None if allowed else reset,
         exceeded_key=None if allowed else check.key,
         window=length,

@@ -339,19 +339,25 @@ def _policy_name(api: s.ApiEntry, decision: Any) -> str:
     return f"{api.metric_names.get(key.rsplit('|', 1)[-1], 'hits')}-{decision.period}"
 
 
-def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]], api: s.ApiEntry,
-                      app: s.AppEntry) -> list[tuple[str, str]]:
+def stripped_headers(credential_location: str, credential_name: str) -> frozenset[bytes]:
+    """Request headers never forwarded upstream for an API (computed once, in its snapshot entry)."""
     drop = set(HOP_BY_HOP) | {SECRET_HEADER, b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
                               b"x-accord-partner", b"x-accord-application"}
-    if api.credential_location == "authorization":
+    if credential_location == "authorization":
         drop.add(b"authorization")
-    elif api.credential_location == "header":
-        drop.add((api.credential_name or "x-api-key").lower().encode())
-    elif api.credential_location == "app-id-key":
+    elif credential_location == "header":
+        drop.add((credential_name or "x-api-key").lower().encode())
+    elif credential_location == "app-id-key":
         drop |= {b"x-app-id", b"x-app-key"}
+    return frozenset(drop)
+
+
+def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]], api: s.ApiEntry,
+                      app: s.AppEntry) -> list[tuple[str, str]]:
+    drop: frozenset[bytes] | set[bytes] = api.stripped_headers
     connection = _header(headers, b"connection")
     if connection:
-        drop |= {token.strip().lower() for token in connection.split(b",")}
+        drop = drop | {token.strip().lower() for token in connection.split(b",")}
     out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k not in drop]
     client = scope.get("client")
     prior = _header(headers, b"x-forwarded-for")

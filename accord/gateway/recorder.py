@@ -296,15 +296,17 @@ class UsageRecorder:
                 events = [_first_call_event(row) for row in first_call_rows if row["application_id"] in new_ids]
                 if events:
                     await conn.execute(insert(_EVENTS), events)
-                stmt = insert(_FIRST_CALLS)
-                excluded, current = stmt.excluded, _FIRST_CALLS.c
-                # Another gateway may have stored a later one: the earliest wins.
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[current.application_id],
-                    set_={"at": excluded.at, "partner_id": excluded.partner_id, "api_id": excluded.api_id,
-                          "environment": excluded.environment},
-                    where=excluded.at < current.at)
-                await conn.execute(stmt, first_call_rows)
+                stored_before = [row for row in first_call_rows if row["application_id"] not in new_ids]
+                if stored_before:
+                    stmt = insert(_FIRST_CALLS)
+                    excluded, current = stmt.excluded, _FIRST_CALLS.c
+                    # Another gateway may have stored a later one: the earliest wins.
+                    stmt = stmt.on_conflict_do_update(
+                        index_elements=[current.application_id],
+                        set_={"at": excluded.at, "partner_id": excluded.partner_id, "api_id": excluded.api_id,
+                              "environment": excluded.environment},
+                        where=excluded.at < current.at)
+                    await conn.execute(stmt, stored_before)
             if batch.thresholds:
                 await conn.execute(insert(_EVENTS), batch.thresholds)
             if last_used_rows:

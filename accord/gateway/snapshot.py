@@ -58,6 +58,7 @@ class ApiEntry:
     upstream_secret: str  # sent upstream so it can refuse traffic that bypassed the gateway
     end_user_header: str  # lower-case header name, or "" (limits count per end user when present)
     forward_identity: bool
+    stripped_headers: frozenset[bytes]  # request headers never forwarded (hop-by-hop, the credential, ours)
     mock_examples: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from accord.catalog.models import Visibility
 from accord.core.db import Entity
 
 
@@ -34,6 +35,18 @@ class Audience(enum.StrEnum):
     internal = "internal"  # internal teams: internal, partner, public and open APIs
     partner = "partner"  # approved partners: partner, public and open APIs
     public = "public"  # self-signed-up developers: public and open APIs
+
+
+_VISIBLE_TO: dict[Audience, frozenset[Visibility]] = {
+    Audience.internal: frozenset({Visibility.internal, Visibility.partner, Visibility.public, Visibility.open}),
+    Audience.partner: frozenset({Visibility.partner, Visibility.public, Visibility.open}),
+    Audience.public: frozenset({Visibility.public, Visibility.open}),
+}
+
+
+def visible_tiers(audience: Audience | str) -> frozenset[Visibility]:
+    """The API and product visibility tiers a partner of this audience may see and use."""
+    return _VISIBLE_TO[Audience(audience)]
 
 
 class PartnerStatus(enum.StrEnum):

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accord.audit import service as audit
 from accord.auth.actor import Actor
-from accord.core.errors import ProblemError, conflict, invalid, not_found
+from accord.core.errors import ProblemError, conflict, invalid, not_found, reject_nulls
 from accord.core.queries import where_equal
 from accord.customfields.models import FieldTarget
 from accord.customfields.service import validate_values
@@ -117,9 +117,7 @@ async def update_tier(session: AsyncSession, actor: Actor, tier_id: uuid.UUID, d
     tier = await get_tier(session, tier_id)
     before = audit.snapshot(tier)
     changes = data.model_dump(exclude_unset=True)
-    for key, value in changes.items():
-        if value is None:
-            raise invalid(key, "may not be null")
+    reject_nulls(changes)
     await _check_tier_unique(session, tier.id, changes.get("slug"), changes.get("rank"))
     for key, value in changes.items():
         setattr(tier, key, value)

@@ -20,8 +20,8 @@ from accord.audit import service as audit
 from accord.auth.actor import Actor
 from accord.catalog.models import Api, Metric
 from accord.core.clock import utcnow
-from accord.core.errors import conflict, invalid, not_found
-from accord.partners.models import Partner, Tier
+from accord.core.errors import conflict, invalid, not_found, reject_nulls
+from accord.partners.models import Partner, Tier, visible_tiers
 from accord.plans.models import Period, Plan, PlanDisabledMetric, PlanLimit, PlanPriceTier
 from accord.plans.schemas import (
     DisabledMethodRead,
@@ -323,9 +323,7 @@ async def update_plan(session: AsyncSession, actor: Actor, plan_id: uuid.UUID, d
     plan = await get_plan(session, plan_id)
     before = await _audit_view(session, plan)
     changes = data.model_dump(exclude_unset=True, exclude=set(_LISTS))
-    for key, value in changes.items():
-        if value is None and key not in _NULLABLE:
-            raise invalid(key, "may not be null")
+    reject_nulls(changes, nullable=_NULLABLE)
     for key in _LISTS:
         if key in data.model_fields_set and getattr(data, key) is None:
             raise invalid(key, "may not be null; send [] to empty it")
@@ -414,9 +412,7 @@ async def update_limit(session: AsyncSession, actor: Actor, plan_id: uuid.UUID, 
     row = await get_limit(session, plan.id, limit_id)
     before = await _audit_view(session, plan)
     changes = data.model_dump(exclude_unset=True)
-    for key, value in changes.items():
-        if value is None:
-            raise invalid(key, "may not be null")
+    reject_nulls(changes)
     # Check before assigning: the query would otherwise autoflush the clash into an IntegrityError.
     await _check_limit_free(session, plan.id, row.metric_id, changes.get("period", row.period), row.id)
     for key, value in changes.items():
@@ -519,13 +515,13 @@ async def tier_allows(session: AsyncSession, plan: Plan, partner: Partner) -> bo
 
 def visible_products(partner: Partner, *, search: str | None = None) -> Select:
     """The products the partner's audience may see."""
-    return products.list_products(search=search, tiers=products.visible_tiers(partner.audience))
+    return products.list_products(search=search, tiers=visible_tiers(partner.audience))
 
 
 async def visible_product(session: AsyncSession, partner: Partner, product_id: uuid.UUID) -> Product:
     """The product if the partner may see it; otherwise 404 exactly like a missing one."""
     product = await session.get(Product, product_id)
-    if product is None or product.visibility not in products.visible_tiers(partner.audience):
+    if product is None or product.visibility not in visible_tiers(partner.audience):
         raise not_found("product")
     return product
 

@@ -20,8 +20,7 @@ from accord.audit import service as audit
 from accord.auth.actor import Actor
 from accord.catalog.models import Api, Metric, Visibility
 from accord.core.clock import utcnow
-from accord.core.errors import ProblemError, conflict, invalid, not_found
-from accord.partners.models import Audience
+from accord.core.errors import ProblemError, conflict, invalid, not_found, reject_nulls
 from accord.plans.models import Plan, PlanDisabledMetric, PlanLimit, PlanPriceTier
 from accord.products.models import Product, ProductApi, ProductMethod
 from accord.products.schemas import (
@@ -33,18 +32,6 @@ from accord.products.schemas import (
     ProductUpdate,
 )
 from accord.subscriptions.models import Subscription
-
-_AUDIENCE_TIERS: dict[Audience, frozenset[Visibility]] = {
-    Audience.internal: frozenset({Visibility.internal, Visibility.partner, Visibility.public, Visibility.open}),
-    Audience.partner: frozenset({Visibility.partner, Visibility.public, Visibility.open}),
-    Audience.public: frozenset({Visibility.public, Visibility.open}),
-}
-
-
-def visible_tiers(audience: Audience) -> frozenset[Visibility]:
-    """The product (and API) visibility tiers a partner of this audience may see."""
-    return _AUDIENCE_TIERS[Audience(audience)]
-
 
 class FieldErrors:
     """Collects every `{field, reason}` of a request so they are reported together."""
@@ -350,9 +337,7 @@ async def update_product(session: AsyncSession, actor: Actor, product_id: uuid.U
     product = await get_product(session, product_id)
     before = await _audit_view(session, product)
     changes = data.model_dump(exclude_unset=True, exclude={"apis", "methods"})
-    for key, value in changes.items():
-        if value is None:
-            raise invalid(key, "may not be null")
+    reject_nulls(changes)
     for key in ("apis", "methods"):
         if key in data.model_fields_set and getattr(data, key) is None:
             raise invalid(key, "may not be null; send [] to empty it")

@@ -25,21 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accord.audit import service as audit
 from accord.auth.actor import Actor
-from accord.catalog.models import Visibility
 from accord.core.clock import utcnow
 from accord.core.errors import ProblemError, conflict, invalid, not_found
 from accord.core.queries import where_equal
-from accord.partners.models import Audience, Partner, PartnerStatus, Tier
+from accord.partners.models import Partner, PartnerStatus, Tier, visible_tiers
 from accord.plans.models import Plan
 from accord.products.models import Product
 from accord.subscriptions.models import Subscription, SubscriptionChange, SubscriptionState
-
-# Which product visibilities each partner audience may see.
-VISIBLE_TO: dict[Audience, frozenset[Visibility]] = {
-    Audience.internal: frozenset({Visibility.internal, Visibility.partner, Visibility.public, Visibility.open}),
-    Audience.partner: frozenset({Visibility.partner, Visibility.public, Visibility.open}),
-    Audience.public: frozenset({Visibility.public, Visibility.open}),
-}
 
 # Subscriptions in these states are over: they no longer block a new subscription to the product.
 ENDED = frozenset({SubscriptionState.cancelled, SubscriptionState.rejected})
@@ -102,7 +94,7 @@ async def get_plan(session: AsyncSession, plan_id: uuid.UUID, *, by_staff: bool,
 async def _refusal(session: AsyncSession, partner: Partner, plan: Plan, *, by_staff: bool) -> str | None:
     """Why `partner` may not be on `plan`, or None when it may."""
     product = await session.get(Product, plan.product_id)
-    if product is None or product.visibility not in VISIBLE_TO[partner.audience]:
+    if product is None or product.visibility not in visible_tiers(partner.audience):
         if not by_staff:
             return _UNAVAILABLE
         return (f"the product is {product.visibility if product else 'missing'}; partners with the "
@@ -175,7 +167,7 @@ async def subscribe_to_defaults(session: AsyncSession, actor: Actor, partner: Pa
     """
     defaults = await session.scalars(
         select(Plan).join(Product, Plan.product_id == Product.id)
-        .where(Plan.is_default.is_(True), Product.visibility.in_(VISIBLE_TO[partner.audience]))
+        .where(Plan.is_default.is_(True), Product.visibility.in_(visible_tiers(partner.audience)))
         .order_by(Product.slug, Plan.created_at, Plan.slug))
     created: list[Subscription] = []
     seen_products: set[uuid.UUID] = set()

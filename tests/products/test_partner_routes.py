@@ -10,7 +10,7 @@ from accord.catalog.models import Visibility
 from accord.partners.models import Audience
 from accord.plans.models import Period, PlanPriceTier
 from accord.products.models import ProductMethod
-from accord.products.service import visible_tiers
+from accord.partners.models import visible_tiers
 from accord.teams.models import MemberRole
 
 
