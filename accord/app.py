@@ -32,6 +32,7 @@ class SchemaNotCurrent(RuntimeError):
 
 def _routers() -> list[tuple[Any, str, list[str]]]:
     # Imported here so that importing accord.app stays cheap for the CLI.
+    from accord.agreements import routes as agreements
     from accord.announcements import routes as announcements
     from accord.apps import routes as apps
     from accord.audit import routes as audit
@@ -39,7 +40,10 @@ def _routers() -> list[tuple[Any, str, list[str]]]:
     from accord.catalog import routes as catalog
     from accord.customfields import routes as customfields
     from accord.events import routes as events
+    from accord.funnel import routes as funnel
+    from accord.integrations import routes as integrations
     from accord.notifications import routes as notifications
+    from accord.onboarding import routes as onboarding
     from accord.partners import routes as partners
     from accord.plans import routes as plans
     from accord.products import routes as products
@@ -50,7 +54,7 @@ def _routers() -> list[tuple[Any, str, list[str]]]:
     from accord.webhooks import routes as webhooks
 
     modules = [auth, catalog, products, plans, partners, customfields, users, teams, subscriptions, apps, audit, usage, events,
-               announcements, notifications, webhooks]
+               announcements, notifications, webhooks, agreements, funnel, integrations, onboarding]
     out = []
     for module in modules:
         if hasattr(module, "admin_router"):

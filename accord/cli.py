@@ -240,6 +240,61 @@ def partners_import(
     raise typer.Exit(asyncio.run(run_import(settings, file, dry_run=dry_run, console=console, err=err)))
 
 
+@app.command("funnel")
+def funnel_command(
+    partner_type: Annotated[Optional[str], typer.Option("--type", help="Only partners of this type")] = None,
+    tier: Annotated[Optional[str], typer.Option(help="Only partners of this tier (slug or name)")] = None,
+    cohort: Annotated[Optional[str], typer.Option(help="Only partners that signed up in this month (YYYY-MM)")] = None,
+    limit: Annotated[int, typer.Option(min=0, max=1000, help="How many stuck and inactive partners to list")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    database: DatabaseOpt = None,
+) -> None:
+    """The partner funnel: partners per onboarding stage, conversion, time in stage, stuck and inactive partners."""
+    from accord.funnel.commands import run_funnel
+
+    settings = load_settings(database)
+    asyncio.run(_check_schema(settings))
+    raise typer.Exit(asyncio.run(run_funnel(settings, partner_type=partner_type, tier=tier, cohort=cohort,
+                                            limit=limit, as_json=as_json, console=console, err=err)))
+
+
+@app.command("audit")
+def audit_command(
+    flag: Annotated[Optional[str], typer.Option(help="Only partners with this flag (missing-agreement, "
+                                                      "stale-credential, above-tier, no-active-member, "
+                                                      "no-traffic)")] = None,
+    partner: Annotated[Optional[str], typer.Option(help="Only this partner (slug)")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the CSV or JSON to this file",
+                                                   dir_okay=False)] = None,
+    flagged: Annotated[bool, typer.Option("--flagged", help="Only partners with at least one flag")] = False,
+    revoke_stale: Annotated[bool, typer.Option("--revoke-stale", help="Revoke the credentials unused for more "
+                                                                      "than ACCORD_STALE_CREDENTIAL_DAYS (the "
+                                                                      "partners are told by email)")] = False,
+    request_reacceptance: Annotated[bool, typer.Option("--request-reacceptance",
+                                                       help="Ask partners with overdue or missing agreements to "
+                                                            "accept them")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --revoke-stale or --request-reacceptance: "
+                                                            "show what would be done, do nothing")] = False,
+    database: DatabaseOpt = None,
+) -> None:
+    """The integration audit: every partner's access, credentials, agreements, traffic and stage, with flags."""
+    from accord.integrations.commands import FORMATS, run_audit, run_remediation
+
+    if output_format not in FORMATS:
+        raise fail(f"--format must be one of {', '.join(FORMATS)}", 2)
+    settings = load_settings(database)
+    asyncio.run(_check_schema(settings))
+    if revoke_stale or request_reacceptance:
+        raise typer.Exit(asyncio.run(run_remediation(settings, revoke_stale=revoke_stale,
+                                                     request_reacceptance=request_reacceptance, partner=partner,
+                                                     dry_run=dry_run, console=console, err=err)))
+    if dry_run:
+        raise fail("--dry-run goes with --revoke-stale or --request-reacceptance", 2)
+    raise typer.Exit(asyncio.run(run_audit(settings, flag=flag, partner=partner, output_format=output_format,
+                                           output=output, flagged_only=flagged, console=console, err=err)))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Alembic narrates every plugin and step at INFO; `accord migrate` prints its own summary.

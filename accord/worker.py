@@ -57,8 +57,21 @@ def _credential_expiry(settings: Settings) -> Dispatcher:
     return ExpiryNotifier(settings)
 
 
+def _agreement_deadlines(settings: Settings) -> Dispatcher:
+    from accord.agreements.jobs import DeadlineNotifier
+
+    return DeadlineNotifier(settings)
+
+
+def _onboarding(settings: Settings) -> Dispatcher:
+    from accord.onboarding.sweeper import OnboardingSweeper
+
+    return OnboardingSweeper(settings)
+
+
 # Every dispatcher the worker runs, in one place.
-DISPATCHERS: list[DispatcherFactory] = [_webhooks, _notifications, _credential_expiry]
+DISPATCHERS: list[DispatcherFactory] = [_webhooks, _notifications, _credential_expiry, _agreement_deadlines,
+                                        _onboarding]
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event,

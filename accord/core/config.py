@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     email_max_attempts: int = 10  # then the message is marked failed
     email_retry_base_seconds: float = 180.0  # doubles each attempt: 3 min, 6, 12 … about 18 h over 10 attempts
     email_retry_max_seconds: float = 6 * 3600.0
+    # Onboarding (accord.onboarding): when a live partner counts as active, inactive, churned.
+    onboarding_active_after_days: int = Field(default=7, ge=1)  # production calls this long after the first
+    inactive_after_days: int = Field(default=30, ge=1)  # no admitted call for this long after being live
+    churned_after_days: int = Field(default=90, ge=1)  # inactive for this long
+    access_request_sla_hours: float = Field(default=48.0, gt=0)  # production access requests are decided within
+    onboarding_poll_interval: float = 1.0  # how often the sweeper looks for changed facts
+    onboarding_full_pass_seconds: float = 60.0  # how often it checks time-based states for every partner
+    # The integration audit (accord.integrations): when a credential counts as stale (revoke recommended)
+    # and when access with no admitted call is flagged.
+    stale_credential_days: int = Field(default=90, ge=1)
+    no_traffic_days: int = Field(default=30, ge=1)
 
     def refuse_unsafe(self) -> None:
         """Raise if this configuration must not run in production."""

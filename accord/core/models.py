@@ -1,4 +1,5 @@
 """Import every domain's tables so metadata (Alembic, tests) sees them all."""
+from accord.agreements import models as agreements  # noqa: F401
 from accord.announcements import models as announcements  # noqa: F401
 from accord.apps import models as apps  # noqa: F401
 from accord.audit import models as audit  # noqa: F401
@@ -7,6 +8,7 @@ from accord.catalog import models as catalog  # noqa: F401
 from accord.customfields import models as customfields  # noqa: F401
 from accord.events import models as events  # noqa: F401
 from accord.notifications import models as notifications  # noqa: F401
+from accord.onboarding import models as onboarding  # noqa: F401
 from accord.partners import models as partners  # noqa: F401
 from accord.plans import models as plans  # noqa: F401
 from accord.products import models as products  # noqa: F401

@@ -18,6 +18,8 @@ from accord.core.db import Base
 WATCHED_TABLES = frozenset({
     "apis", "metrics", "mapping_rules", "products", "product_apis", "product_methods", "plans", "plan_limits",
     "plan_disabled_metrics", "partners", "subscriptions", "applications", "application_subscriptions", "credentials",
+    # The agreement gate (accord.agreements.gate): accepting restores production traffic within a poll.
+    "agreements", "agreement_versions", "agreement_requirements", "agreement_acceptances",
 })
 
 

@@ -6,19 +6,53 @@ from pathlib import Path
 
 from rich.console import Console
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from accord.agreements import service as agreements
+from accord.agreements.models import AcceptanceSource, Agreement
 
 from accord.auth.actor import CLI_ACTOR
 from accord.core import migrate
 from accord.core.config import Settings
 from accord.core.db import create_engine, normalise_url, session_factory, session_scope
 from accord.core.security import hash_password
+from accord.onboarding import access
+from accord.onboarding import service as onboarding
+from accord.onboarding.models import ProductionAccessRequest
+from accord.partners.models import Partner
 from accord.program.apply import apply_program
 from accord.program.document import load_document
 from accord.users.models import StaffRole, User
 
+# Where the demo partners stand on the onboarding path: who has signed what, and who waits for production.
+DEMO_ACCEPTANCES = {
+    "acme-analytics": ("alice@acme.example", ["terms-of-service", "data-sharing"]),
+    "bright-agency": ("carol@bright.example", ["terms-of-service"]),
+    "internal-mobile": ("erin@social.example", ["terms-of-service"]),
+}  # Dana has signed nothing yet: she is still at "registered" (sandbox calls work regardless).
+DEMO_ACCESS_REQUEST = ("bright-agency", "Publish scheduled posts for our clients' campaigns", "about 20k calls a month")
+
 PROGRAM = Path(__file__).with_name("program.yaml")
 # Every demo member can sign in to the partner API with this password.
 DEMO_PASSWORD = "demo-password"
+
+
+async def _place_on_the_path(session: AsyncSession, settings: Settings) -> None:
+    """Record the demo partners' signatures and Bright's production request, then compute every stage."""
+    partners = {p.slug: p for p in await session.scalars(select(Partner))}
+    for slug, (email, agreement_slugs) in DEMO_ACCEPTANCES.items():
+        for agreement in await session.scalars(select(Agreement).where(Agreement.slug.in_(agreement_slugs))):
+            version = await agreements.latest_published(session, agreement.id)
+            if version is not None:  # idempotent: an existing acceptance is kept as it is
+                await agreements.record_acceptance(session, CLI_ACTOR, partners[slug], version,
+                                                   source=AcceptanceSource.staff, accepted_by=email)
+    slug, use_case, volume = DEMO_ACCESS_REQUEST
+    already = await session.scalar(select(ProductionAccessRequest.id)
+                                   .where(ProductionAccessRequest.partner_id == partners[slug].id).limit(1))
+    if already is None:
+        await access.create_request(session, settings, CLI_ACTOR, partners[slug],
+                                    {"use_case": use_case, "expected_volume": volume})
+    await onboarding.refresh(session, settings=settings)
 
 
 def _remove_sqlite_file(url: str) -> None:
@@ -43,6 +77,7 @@ async def prepare_demo(settings: Settings, *, fresh: bool, console: Console) -> 
             emails = [m["email"] for p in load_document(PROGRAM).get("partners", []) for m in p.get("members", [])]
             for user in await session.scalars(select(User).where(User.email.in_(emails))):
                 user.password_hash = hash_password(DEMO_PASSWORD)
+            await _place_on_the_path(session, settings)
     finally:
         await engine.dispose()
     token = await create_token(settings, "demo", StaffRole.owner)

@@ -92,7 +92,50 @@ def _types() -> list[EventType]:
                   "3 days (data.object.disabled_reason says why); enable it again and replay what it missed.",
                   WebhookEndpoint, ("webhook_disabled",)),
     ]
-    return partner + members + applications + credentials + subscriptions + usage + announcements + webhooks
+    integration_audit = [
+        EventType("credential.stale_revoked", "The integration audit revoked a credential unused for too long "
+                  "(data.object.reason is `stale`; data.object.unused_days says how long). A "
+                  "`credential.revoked` event comes with it.", Credential, ("credential_revoked",)),
+    ]
+    from accord.onboarding.models import PartnerOnboarding, ProductionAccessRequest, StageTransition
+
+    onboarding = [
+        EventType("partner.stage_changed", "A partner moved on the onboarding path: data.object is the transition "
+                  "(from_stage, to_stage, `at` = when the fact happened, cause), data.stage names the stage it "
+                  "reached. Going inactive or churned and resuming are transitions too.", StageTransition),
+        EventType("partner.stuck", "A partner stayed in an onboarding stage longer than the stage's "
+                  "stuck_after_days (once per stage entry); data.stage names the stage.", PartnerOnboarding,
+                  ("nudge_stuck",)),
+        EventType("partner.inactive", "A live partner made no admitted call for ACCORD_INACTIVE_AFTER_DAYS.",
+                  PartnerOnboarding, ("nudge_inactive",)),
+        EventType("production_access.requested", "A partner requested production access.", ProductionAccessRequest),
+        EventType("production_access.decided", "Staff decided a production access request: data.object.state is "
+                  "approved, rejected or changes_requested (decision_reason says why).", ProductionAccessRequest,
+                  ("access_decision",)),
+    ]
+    return partner + members + applications + credentials + subscriptions + usage + announcements + webhooks \
+        + integration_audit + onboarding + _agreement_types()
+
+
+def _agreement_types() -> list[EventType]:
+    from accord.agreements.models import AgreementAcceptance, AgreementVersion
+
+    status = ("data.object is the partner's status for the agreement: agreement_id, slug, title, version_id, "
+              "version_number (to accept), accepted_version_number, state (due, overdue or missing), due_at, "
+              "reasons (why it is bound)")
+    return [
+        EventType("agreement_version.published", "A version of an agreement was published (partner_id is null). "
+                  "When material, every bound partner that has not accepted it gets an email with its deadline.",
+                  AgreementVersion, ("agreement_version",)),
+        EventType("agreement.accepted", "A partner accepted an agreement version (through the partner API, "
+                  "recorded by staff, or imported).", AgreementAcceptance),
+        EventType("agreement.due_soon", "A partner's deadline to accept an agreement version is less than 3 days "
+                  f"away (once per partner and version); {status}.", None, ("agreement_deadline",)),
+        EventType("agreement.overdue", "A partner's deadline to accept an agreement version passed: its production "
+                  f"traffic that needs the agreement is refused (once per partner and version); {status}.", None),
+        EventType("agreement.reacceptance_requested", "Staff asked a partner to accept the current version of an "
+                  f"agreement; {status}.", None, ("agreement_version",)),
+    ]
 
 
 EVENT_TYPES: dict[str, EventType] = {t.name: t for t in _types()}

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from accord.agreements.gate import production_gates
 from accord.apps.models import Application, ApplicationSubscription, Credential
 from accord.catalog.models import Api, MappingRule, Metric
 from accord.catalog.patterns import split_pattern
@@ -131,6 +132,7 @@ async def build_snapshot(connection: AsyncConnection, server_key: str) -> s.Snap
 
     partners = {str(p.id): s.PartnerEntry(str(p.id), p.slug, p.status, p.audience) for p in await rows(Partner)}
     subscriptions = {str(x.id): x for x in await rows(Subscription)}
+    agreement_gates = await production_gates(connection)  # (partner, product) → (refused from, detail)
     app_subscriptions: dict[str, list[str]] = defaultdict(list)
     for row in await rows(ApplicationSubscription):
         app_subscriptions[str(row.application_id)].append(str(row.subscription_id))
@@ -160,6 +162,7 @@ async def build_snapshot(connection: AsyncConnection, server_key: str) -> s.Snap
                 allowed_metrics=frozenset(api_selected) if api_selected else None,
                 disabled_metrics=frozenset(disabled[plan_id]),
                 limits=tuple(limit for limit in limits[plan_id] if limit.metric_id in api.metric_parents),
+                agreement_due=agreement_gates.get((partner.id, str(product.id))),
             )
         return out
 

@@ -32,6 +32,7 @@ REASONS: dict[str, tuple[int, str]] = {
     s.UPSTREAM_UNREACHABLE: (502, "The upstream could not be reached"),
     s.UPSTREAM_TIMEOUT: (504, "The upstream did not answer in time"),
     s.LIMITER_UNAVAILABLE: (503, "Limits cannot be checked right now"),
+    s.AGREEMENT_REQUIRED: (403, "A required agreement has not been accepted"),
     "snapshot-unavailable": (503, "The gateway has no configuration yet"),
 }
 

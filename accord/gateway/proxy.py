@@ -133,6 +133,9 @@ class Gateway:
             return await self._deny(send, ctx, s.NOT_IN_PRODUCTS, f"the application has no subscription giving {api.slug}")
         if access.denial is not None:
             return await self._deny(send, ctx, access.denial)
+        if access.agreement_due is not None and ctx.environment == "production" \
+                and access.agreement_due[0] <= self._clock():
+            return await self._deny(send, ctx, s.AGREEMENT_REQUIRED, access.agreement_due[1])
         if access.allowed_http_methods is not None and method not in access.allowed_http_methods:
             return await self._deny(send, ctx, s.HTTP_METHOD_DISABLED,
                                     f"the {access.plan_slug} plan allows only {', '.join(sorted(access.allowed_http_methods))}")

@@ -31,6 +31,7 @@ NO_UPSTREAM = "no-upstream"
 UPSTREAM_UNREACHABLE = "upstream-unreachable"
 UPSTREAM_TIMEOUT = "upstream-timeout"
 LIMITER_UNAVAILABLE = "limiter-unavailable"
+AGREEMENT_REQUIRED = "agreement-required"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,9 @@ class Access:
     allowed_metrics: frozenset[str] | None  # None = whole API; else the product's selected methods
     disabled_metrics: frozenset[str]
     limits: tuple[LimitRule, ...]
+    # Production calls are refused from this epoch second on, with this detail, because the partner has not
+    # accepted an agreement the product needs (accord.agreements.gate); None when nothing is pending.
+    agreement_due: tuple[float, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

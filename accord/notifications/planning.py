@@ -157,6 +157,20 @@ async def _credential_expiring(session: AsyncSession, settings: Settings, event:
                           "expires_at": credential.get("expires_at")})]
 
 
+async def _credential_revoked(session: AsyncSession, settings: Settings, event: Event) -> list[PlannedEmail]:
+    """A credential the integration audit revoked as stale (`credential.stale_revoked`)."""
+    credential = _object(event)
+    partner = await _partner_of(session, event)
+    application = await _application(session, credential.get("application_id"))
+    if partner is None or application is None:
+        return []
+    return [PlannedEmail("credential_revoked", await partner_recipients(session, partner),
+                         {"partner_name": partner.name, "application_name": application.name,
+                          "environment": application.environment.value,
+                          "credential_name": credential.get("name", ""), "last4": credential.get("last4", ""),
+                          "unused_days": credential.get("unused_days", 0)})]
+
+
 async def _limit_threshold(session: AsyncSession, settings: Settings, event: Event) -> list[PlannedEmail]:
     usage = _object(event) or event.data or {}
     partner = await _partner_of(session, event)
@@ -185,7 +199,24 @@ async def _webhook_disabled(session: AsyncSession, settings: Settings, event: Ev
                           "endpoint_id": endpoint.get("id", event.subject_id)})]
 
 
+async def _onboarding(session: AsyncSession, settings: Settings, event: Event) -> list[PlannedEmail]:
+    """Nudges and production access decisions (accord.onboarding.notices; imported late, it imports this)."""
+    from accord.onboarding.notices import plan
+
+    return await plan(session, settings, event)
+
+
+async def _agreement(session: AsyncSession, settings: Settings, event: Event) -> list[PlannedEmail]:
+    """Agreement versions, deadlines and re-acceptance requests: planned by the agreements package."""
+    from accord.agreements.emails import plan_emails
+
+    return await plan_emails(session, settings, event)
+
+
 PLANNERS: dict[str, Planner] = {
+    "agreement_version.published": _agreement,
+    "agreement.reacceptance_requested": _agreement,
+    "agreement.due_soon": _agreement,
     "partner.suspended": _partner_status,
     "partner.activated": _partner_status,
     "partner.closed": _partner_status,
@@ -193,8 +224,12 @@ PLANNERS: dict[str, Planner] = {
     "subscription.approved": _subscription_decision,
     "subscription.rejected": _subscription_decision,
     "credential.expiring_soon": _credential_expiring,
+    "credential.stale_revoked": _credential_revoked,
     "usage.limit_threshold": _limit_threshold,
     "webhook_endpoint.disabled": _webhook_disabled,
+    "partner.stuck": _onboarding,
+    "partner.inactive": _onboarding,
+    "production_access.decided": _onboarding,
 }
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accord.auth.actor import Actor
 from accord.core.config import Settings
-from accord.program import apply_catalog, apply_partners, apply_products
+from accord.program import apply_agreements, apply_catalog, apply_partners, apply_products
 from accord.program.checks import check_references
 from accord.program.context import ApplyResult, Context, CreatedSecret
 from accord.program.document import validate_document
@@ -44,11 +44,13 @@ async def apply_program(session: AsyncSession, settings: Settings, document: dic
         await apply_catalog.apply_custom_fields(ctx, spec)
         await apply_catalog.apply_apis(ctx, spec)
         await apply_products.apply_products(ctx, spec)
+        await apply_agreements.apply_agreements(ctx, spec)
         await apply_partners.apply_partners(ctx, spec)
         # Then what goes, dependents first; products shrink only once their plans fit.
         await apply_products.prune_plans(ctx, spec)
         await apply_products.finish_products(ctx, spec)
         await apply_partners.prune_partners(ctx, spec)
+        await apply_agreements.prune_agreements(ctx, spec)
         await apply_products.prune_products(ctx, spec)
         await apply_catalog.prune_metrics_and_rules(ctx, spec)
         await apply_catalog.prune_apis(ctx, spec)

@@ -22,7 +22,7 @@ from accord.program.changes import count_by_action, print_changes
 from accord.program.document import load_document
 from accord.program.errors import ProgramError
 from accord.program.export import dump_program, export_program
-from accord.program.importer import import_partners, read_records
+from accord.program.importer import ImportResult, import_partners, read_records
 
 
 @asynccontextmanager
@@ -66,6 +66,18 @@ def print_secrets(console: Console, result: ApplyResult) -> None:
     wide = Console(file=console.file, width=max(console.width, natural), force_terminal=console.is_terminal,
                    no_color=console.no_color, highlight=False)
     wide.print(table)
+
+
+def print_placements(console: Console, result: ImportResult, *, dry_run: bool) -> None:
+    """Where each imported partner lands on the onboarding path (the table a dry run is for)."""
+    if not result.placements:
+        return
+    table = Table(title="Onboarding stage of each imported partner" + (" (if imported)" if dry_run else ""))
+    for column in ("partner", "stage", "since", "status"):
+        table.add_column(column)
+    for placement in result.placements:
+        table.add_row(placement.slug, placement.stage, f"{placement.since:%Y-%m-%d %H:%M}", placement.status)
+    console.print(table)
 
 
 async def run_apply(settings: Settings, path: Path, *, dry_run: bool, prune: bool, console: Console,
@@ -127,9 +139,13 @@ async def run_import(settings: Settings, path: Path, *, dry_run: bool, console: 
                 err.print(f"[red]nothing was imported[/red] ({len(exc.problems)} problem(s))")
                 return 1
         print_changes(console, result.changes)
+        print_placements(console, result, dry_run=dry_run)
         summary = (f"{result.partners_created} partner(s) created, {result.partners_updated} updated, "
                    f"{result.partners_unchanged} unchanged; {result.keys_imported} key(s) imported, "
-                   f"{result.keys_already_stored} already stored")
+                   f"{result.keys_already_stored} already stored; {result.subscriptions_imported} "
+                   f"subscription(s) imported, {result.subscriptions_already_stored} already stored; "
+                   f"{result.acceptances_imported} signed agreement(s) imported, "
+                   f"{result.acceptances_already_stored} already stored")
         if dry_run:
             await session.rollback()
             console.print(f"[bold]dry run:[/bold] would have {summary}; nothing was changed", highlight=False)

@@ -27,6 +27,7 @@ from accord.partners.models import Partner, Tier
 from accord.plans.models import Plan, PlanDisabledMetric, PlanLimit, PlanPriceTier
 from accord.plans.schemas import HTTP_VERBS
 from accord.products.models import Product, ProductApi, ProductMethod
+from accord.program.apply_agreements import export_agreements
 from accord.program.apply_partners import WORKING_CREDENTIALS, live_values
 from accord.program.document import escape
 from accord.program.spec import ROOT_METRIC, ROOT_METRIC_DEFAULTS, default_application_state
@@ -76,6 +77,7 @@ class _Exporter:
             "custom_fields": await self.custom_fields(),
             "apis": await self.apis(),
             "products": await self.products(),
+            "agreements": await export_agreements(self.session),
             "partners": await self.partners(),
         }
         return {name: items for name, items in sections.items() if items}

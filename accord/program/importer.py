@@ -11,14 +11,30 @@ a mapping with such a list under `partners`). Columns:
   updated (with the cells that are filled in), never duplicated.
 * `tier` is a tier's slug or name; `type`, `audience` and `status` take the
   values of the admin API (a new partner defaults to developer / public / pending).
-* Several rows with the same partner give it several keys. Rows after the first
-  may leave the partner's cells empty; filled ones must agree.
+* Several rows with the same partner give it several keys, subscriptions and signed
+  agreements. Rows after the first may leave the partner's cells empty; filled ones must agree.
 * A key goes into the named application of the partner (default
   `Imported keys (<environment>)`), created in `api_key_environment` (default:
   sandbox for an `acc_test_` key, otherwise production). Keys are stored only as
   their keyed hash (`apps.service.import_credential`) and keep working unchanged;
   a key already stored for that application is skipped, so importing the same file
   twice changes nothing. Keys are never printed.
+* `product`, `plan` (slugs), `subscription_state` (default active) and `subscribed_at`
+  (the original date, default now) bring over an existing subscription with its
+  history. It is imported as it is, even above the partner's tier or audience (the
+  integration audit then flags it). A live subscription to the same plan is skipped; to
+  another plan of the product it is a problem.
+* `agreement` (slug), `agreement_version` (number), `accepted_at` (the original date),
+  `accepted_by` (email or name) and `accepted_ip` record a signed agreement as imported
+  evidence (`agreements.service.record_acceptance`, source `import`); one already
+  recorded for that version is skipped.
+* `registered_at` is when a new partner originally signed up (default now): the
+  onboarding path and the funnel's time-to-first-call start there. It is ignored for a
+  partner that already exists in Accord.
+* Dates are ISO 8601 (`2024-05-01` or `2024-05-01T09:30:00+02:00`; UTC when no zone is given).
+* Last, every imported partner is placed on the onboarding path at the stage its facts
+  imply (`onboarding.service.refresh`); `placements` says where each one landed, which
+  is what a dry run (the same work, rolled back) shows.
 
 Everything is validated before anything is written, every problem named by row
 (the spreadsheet's row number: the header is row 1) and column, e.g.
@@ -30,26 +46,42 @@ import csv
 import io
 import re
 import unicodedata
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from accord.agreements import service as agreements
+from accord.agreements.models import AcceptanceSource, Agreement, AgreementVersion
 from accord.apps import service as apps
 from accord.apps.models import Application, Credential, Environment
 from accord.apps.schemas import ApplicationCreate
+from accord.audit import service as audit
 from accord.auth.actor import Actor
+from accord.core.clock import utcnow
 from accord.core.config import Settings
 from accord.core.errors import ProblemError
 from accord.core.schemas import LongText, Name, Slug
 from accord.core.security import keyed_hash, last_four
 from accord.customfields import service as customfields
 from accord.customfields.models import FieldDefinition, FieldTarget, FieldType
+from accord.onboarding import service as onboarding
+from accord.onboarding.models import PartnerOnboarding
 from accord.partners import service as partners
 from accord.partners.models import Audience, Partner, PartnerStatus, PartnerType, Tier
 from accord.partners.schemas import ContactEmail, ContactName, Country, Phone, PartnerCreate, PartnerUpdate, Website
@@ -57,11 +89,17 @@ from accord.program.apply_partners import move_partner_status
 from accord.program.changes import CREATE, UPDATE, Change, FieldChange, diff
 from accord.program.context import Context
 from accord.program.document import UniqueKeyLoader
+from accord.plans.models import Plan
+from accord.products.models import Product
 from accord.program.errors import ProgramError
+from accord.subscriptions import service as subscriptions
+from accord.subscriptions.models import Subscription, SubscriptionChange, SubscriptionState
 
 PARTNER_COLUMNS = ("name", "slug", "type", "tier", "audience", "status", "contact_name", "contact_email",
                    "contact_phone", "website", "country", "notes")
 KEY_COLUMNS = ("api_key", "api_key_environment", "api_key_name", "application")
+SUBSCRIPTION_COLUMNS = ("product", "plan", "subscription_state", "subscribed_at")
+AGREEMENT_COLUMNS = ("agreement", "agreement_version", "accepted_at", "accepted_by", "accepted_ip")
 CUSTOM_FIELD_PREFIX = "cf_"
 DEFAULT_KEY_NAME = "imported"
 _TEST_PREFIX = apps.SECRET_PREFIXES[Environment.sandbox]
@@ -94,11 +132,39 @@ class ImportRow(BaseModel):
     website: Website | None = None
     country: Country | None = None
     notes: LongText | None = None
+    registered_at: datetime | None = None
     custom_fields: dict[str, Any] = {}
     api_key: str | None = None
     api_key_environment: Environment | None = None
     api_key_name: Name | None = None
     application: Name | None = None
+    product: Slug | None = None
+    plan: Slug | None = None
+    subscription_state: SubscriptionState | None = None
+    subscribed_at: datetime | None = None
+    agreement: Slug | None = None
+    agreement_version: int | None = Field(None, ge=1)
+    accepted_at: datetime | None = None
+    accepted_by: Annotated[str, StringConstraints(max_length=320)] | None = None
+    accepted_ip: IPvAnyAddress | None = None
+
+    @field_validator("registered_at", "subscribed_at", "accepted_at", mode="before")
+    @classmethod
+    def _date(cls, value: Any) -> Any:
+        # YAML reads `2024-05-01` as a date; a spreadsheet cell gives the same as text.
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return value
+
+    @field_validator("registered_at", "subscribed_at", "accepted_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value > utcnow():
+            raise ValueError("is in the future")
+        return value
 
     @field_validator("api_key")
     @classmethod
@@ -134,7 +200,20 @@ class PartnerImport:
     first: str  # where the partner first appears
     fields: dict[str, Any] = field(default_factory=dict)
     custom_fields: dict[str, Any] = field(default_factory=dict)
+    registered_at: datetime | None = None
     keys: list[Record] = field(default_factory=list)
+    subscriptions: list[Record] = field(default_factory=list)
+    acceptances: list[Record] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an imported partner landed on the onboarding path."""
+
+    slug: str
+    stage: str
+    status: str
+    since: datetime
 
 
 @dataclass
@@ -145,6 +224,11 @@ class ImportResult:
     partners_unchanged: int = 0
     keys_imported: int = 0
     keys_already_stored: int = 0
+    subscriptions_imported: int = 0
+    subscriptions_already_stored: int = 0
+    acceptances_imported: int = 0
+    acceptances_already_stored: int = 0
+    placements: list[Placement] = field(default_factory=list)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -177,8 +261,9 @@ def read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
 def _csv_records(text: str) -> list[tuple[str, dict[str, Any]]]:
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in reader.fieldnames or []]
+    known = {*PARTNER_COLUMNS, "registered_at", *KEY_COLUMNS, *SUBSCRIPTION_COLUMNS, *AGREEMENT_COLUMNS}
     problems = [("header", f"unknown column {h!r}") for h in header
-                if h not in PARTNER_COLUMNS and h not in KEY_COLUMNS and not h.startswith(CUSTOM_FIELD_PREFIX)]
+                if h not in known and not h.startswith(CUSTOM_FIELD_PREFIX)]
     if not header:
         problems.append(("header", "the file has no header row"))
     if problems:
@@ -299,6 +384,11 @@ class _Validator:
                     self.add(record.where, name, f"differs from {group.first} of the same partner "
                                                  f"({group.fields[name]!r})")
                 group.fields.setdefault(name, value)
+            if row.registered_at is not None:
+                if group.registered_at not in (None, row.registered_at):
+                    self.add(record.where, "registered_at", f"differs from {group.first} of the same partner "
+                                                            f"({group.registered_at.isoformat()})")
+                group.registered_at = group.registered_at or row.registered_at
             for key, value in row.custom_fields.items():
                 value = _coerce_custom_value(definitions.get(key), value)
                 if key in group.custom_fields and group.custom_fields[key] != value:
@@ -309,7 +399,22 @@ class _Validator:
                 group.keys.append(record)
             elif any(getattr(row, c) is not None for c in KEY_COLUMNS):
                 self.add(record.where, "api_key", "is empty, but the row has other key columns")
+            self._collect(record, group, SUBSCRIPTION_COLUMNS, ("product", "plan"), group.subscriptions)
+            self._collect(record, group, AGREEMENT_COLUMNS, ("agreement", "agreement_version", "accepted_at"),
+                          group.acceptances)
         return list(groups.values())
+
+    def _collect(self, record: Record, group: PartnerImport, columns: tuple[str, ...], required: tuple[str, ...],
+                 into: list[Record]) -> None:
+        """A row's subscription (or signed agreement): all of `required` given, or none of `columns`."""
+        if all(getattr(record.row, c) is None for c in columns):
+            return
+        missing = [c for c in required if getattr(record.row, c) is None]
+        given = ", ".join(c for c in columns if getattr(record.row, c) is not None)
+        for column in missing:
+            self.add(record.where, column, f"is required with {given}")
+        if not missing:
+            into.append(record)
 
     async def check(self, groups: list[PartnerImport]) -> None:
         existing = {p.slug: p for p in await self.session.scalars(
@@ -327,6 +432,48 @@ class _Validator:
                     self.add(group.first, _column(error["field"]), error["reason"])
             for record in group.keys:
                 await self._check_key(record, partner, seen_keys)
+            await self._check_subscriptions(group, partner)
+            await self._check_acceptances(group)
+
+    async def _check_subscriptions(self, group: PartnerImport, partner: Partner | None) -> None:
+        planned: dict[str, str] = {}
+        for record in group.subscriptions:
+            row = record.row
+            plan = await self._plan(row.product or "", row.plan or "")
+            if plan is None:
+                product = await self.session.scalar(select(Product.id).where(Product.slug == row.product))
+                column, reason = ("product", f"no product {row.product!r}") if product is None \
+                    else ("plan", f"no plan {row.plan!r} in product {row.product!r}")
+                self.add(record.where, column, reason)
+                continue
+            if row.product in planned:
+                self.add(record.where, "product",
+                         f"a subscription to {row.product!r} is already in {planned[row.product]}")
+                continue
+            planned[row.product or ""] = record.where
+            if partner is not None:
+                live = await self.session.scalar(select(Subscription).where(
+                    Subscription.partner_id == partner.id, Subscription.product_id == plan.product_id,
+                    Subscription.state.in_(subscriptions.LIVE)))
+                if live is not None and live.plan_id != plan.id:
+                    self.add(record.where, "plan", f"the partner already has a {live.state} subscription to another "
+                                                   f"plan of {row.product!r}")
+
+    async def _plan(self, product: str, plan: str) -> Plan | None:
+        return await self.session.scalar(select(Plan).join(Product, Product.id == Plan.product_id)
+                                         .where(Product.slug == product, Plan.slug == plan))
+
+    async def _check_acceptances(self, group: PartnerImport) -> None:
+        for record in group.acceptances:
+            row = record.row
+            version = await _version(self.session, row.agreement or "", row.agreement_version or 0)
+            if version is None:
+                found = await self.session.scalar(select(Agreement.id).where(Agreement.slug == row.agreement))
+                column, reason = ("agreement", f"no agreement {row.agreement!r}") if found is None \
+                    else ("agreement_version", f"{row.agreement!r} has no version {row.agreement_version}")
+                self.add(record.where, column, reason)
+            elif version.published_at is None:
+                self.add(record.where, "agreement_version", "is a draft; only a published version can be accepted")
 
     async def _check_key(self, record: Record, partner: Partner | None, seen: dict[str, str]) -> None:
         row = record.row
@@ -364,6 +511,7 @@ class _Writer:
     def __init__(self, ctx: Context, result: ImportResult) -> None:
         self.ctx = ctx
         self.result = result
+        self.partner_ids: list[uuid.UUID] = []
 
     async def partner(self, group: PartnerImport) -> None:
         session, actor = self.ctx.session, self.ctx.actor
@@ -377,12 +525,19 @@ class _Writer:
             with self.ctx.at(group.first):
                 partner = await partners.create_partner(session, actor, PartnerCreate(
                     slug=group.slug, status=initial, custom_fields=group.custom_fields, **data))
+            if group.registered_at is not None:
+                partner.created_at = group.registered_at  # the original sign-up: where its onboarding path starts
             self.ctx.record(CREATE, "partner", group.slug)
             self.result.partners_created += 1
         else:
             await self._update(partner, group)
         for record in group.keys:
             await self.key(partner, record)
+        for record in group.subscriptions:
+            await self.subscription(partner, record)
+        for record in group.acceptances:
+            await self.acceptance(partner, record)
+        self.partner_ids.append(partner.id)
         # Last, so that a partner imported as suspended or closed still gets its keys.
         if status is not None:
             await move_partner_status(self.ctx, partner, status, f"{group.first}, status")
@@ -436,6 +591,64 @@ class _Writer:
         self.result.keys_imported += 1
 
 
+    async def subscription(self, partner: Partner, record: Record) -> None:
+        """An existing subscription with its original date, as it is (no eligibility rules: it exists)."""
+        session, actor, row = self.ctx.session, self.ctx.actor, record.row
+        plan = await session.scalar(select(Plan).join(Product, Product.id == Plan.product_id)
+                                    .where(Product.slug == row.product, Plan.slug == row.plan))
+        live = await session.scalar(select(Subscription).where(
+            Subscription.partner_id == partner.id, Subscription.plan_id == plan.id,
+            Subscription.state.in_(subscriptions.LIVE)))
+        if live is not None:
+            self.result.subscriptions_already_stored += 1
+            return
+        state = row.subscription_state or SubscriptionState.active
+        since = row.subscribed_at or utcnow()
+        subscription = Subscription(partner_id=partner.id, product_id=plan.product_id, plan_id=plan.id, state=state,
+                                    created_at=since,
+                                    activated_at=since if state != SubscriptionState.pending else None,
+                                    cancelled_at=since if state == SubscriptionState.cancelled else None)
+        session.add(subscription)
+        await session.flush()
+        session.add(SubscriptionChange(subscription_id=subscription.id, to_state=state, to_plan_id=plan.id,
+                                       actor=actor.label[:200], reason="imported", created_at=since))
+        await audit.record(session, actor, "subscription.created", subscription, partner_id=partner.id)
+        self.ctx.record(CREATE, "subscription", f"{partner.slug}/{row.product}/{row.plan}",
+                        note=f"{state}, since {since:%Y-%m-%d}")
+        self.result.subscriptions_imported += 1
+
+    async def acceptance(self, partner: Partner, record: Record) -> None:
+        row = record.row
+        version = await _version(self.ctx.session, row.agreement or "", row.agreement_version or 0)
+        with self.ctx.at(record.where, {"version_id": "agreement_version"}):
+            _, created = await agreements.record_acceptance(
+                self.ctx.session, self.ctx.actor, partner, version, source=AcceptanceSource.imported,
+                accepted_at=row.accepted_at, accepted_by=row.accepted_by or "",
+                ip_address=str(row.accepted_ip) if row.accepted_ip else None, note="imported")
+        if not created:
+            self.result.acceptances_already_stored += 1
+            return
+        self.ctx.record(CREATE, "acceptance", f"{partner.slug}/{row.agreement} v{row.agreement_version}",
+                        note=f"accepted {row.accepted_at:%Y-%m-%d}")
+        self.result.acceptances_imported += 1
+
+    async def place(self) -> None:
+        """Put every imported partner at the stage its facts imply; note where each landed."""
+        session = self.ctx.session
+        await onboarding.refresh(session, self.partner_ids, settings=self.ctx.settings)
+        rows = await session.execute(
+            select(Partner.slug, PartnerOnboarding.stage_key, PartnerOnboarding.status,
+                   PartnerOnboarding.stage_entered_at)
+            .join(PartnerOnboarding, PartnerOnboarding.partner_id == Partner.id)
+            .where(Partner.id.in_(self.partner_ids)).order_by(Partner.slug))
+        self.result.placements = [Placement(slug, stage, str(status), since) for slug, stage, status, since in rows]
+
+
+async def _version(session: AsyncSession, agreement: str, number: int) -> AgreementVersion | None:
+    return await session.scalar(select(AgreementVersion).join(Agreement, Agreement.id == AgreementVersion.agreement_id)
+                                .where(Agreement.slug == agreement, AgreementVersion.number == number))
+
+
 def _locate(where: str, field_name: str) -> str:
     """`row 7` + a service's `contact_email` → `row 7, contact_email` (custom fields as their `cf_` column)."""
     return f"{where}, {_column(field_name)}" if field_name else where
@@ -467,6 +680,7 @@ async def import_partners(session: AsyncSession, settings: Settings, records: li
         await writer.partner(group)
         if on_partner is not None:
             on_partner(done, len(groups))
+    await writer.place()
     await session.flush()
     return result
 

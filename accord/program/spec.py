@@ -14,11 +14,13 @@ always says them.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from accord.agreements.models import RequirementScope
 from accord.apps.models import ApplicationState, CredentialKind, Environment
 from accord.catalog.models import CredentialLocation, Lifecycle, Visibility
 from accord.catalog.patterns import validate_pattern
@@ -346,6 +348,77 @@ class PartnerSpec(Spec):
         return _no_duplicates(value, lambda a: a.name, "application")
 
 
+# --- agreements (applied by accord.program.apply_agreements) ----------------------------
+
+def _utc(value: Any) -> Any:
+    from datetime import UTC, datetime
+
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # YAML timestamps without an offset are UTC
+    return value
+
+
+class AgreementVersionSpec(Spec):
+    """A version, by number. Published versions never change; only the last may be a draft."""
+
+    number: Annotated[int, Field(ge=1)]
+    body: LongText
+    changes_summary: LongText = ""
+    material: bool = True
+    grace_days: Annotated[int, Field(ge=0, le=3650)] = 30
+    effective_at: Annotated[datetime, BeforeValidator(_utc)] | None = Field(None, description="Default: when published")
+    published_at: Annotated[datetime, BeforeValidator(_utc)] | None = Field(
+        None, description="When it was published (for versions brought over from elsewhere); default: when applied")
+    draft: bool = Field(False, description="Not published yet")
+
+
+class AgreementRequirementSpec(Spec):
+    scope: RequirementScope
+    stage: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    product: Slug | None = None
+    tier: Slug | None = None
+    partner_type: PartnerType | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "AgreementRequirementSpec":
+        wanted = {"stage": "stage", "product": "product", "tier": "tier", "partner_type": "partner_type"}.get(
+            self.scope.value)
+        for name in ("stage", "product", "tier", "partner_type"):
+            given = getattr(self, name) is not None
+            if name == wanted and not given:
+                raise ValueError(f"scope {self.scope.value} needs `{name}`")
+            if name != wanted and given:
+                raise ValueError(f"`{name}` is only for scope {name}")
+        return self
+
+    def key(self) -> tuple[str, str]:
+        target = self.stage or self.product or self.tier or (self.partner_type.value if self.partner_type else "")
+        return self.scope.value, target
+
+
+class AgreementSpec(Spec):
+    slug: Slug
+    title: Name
+    description: LongText = ""
+    versions: list[AgreementVersionSpec] = []
+    requirements: list[AgreementRequirementSpec] = []
+
+    @field_validator("versions")
+    @classmethod
+    def _numbered(cls, value: list[AgreementVersionSpec]) -> list[AgreementVersionSpec]:
+        for index, version in enumerate(value):
+            if version.number != index + 1:
+                raise ValueError(f"versions are numbered 1, 2, 3 … in order; item {index} is {version.number}")
+            if version.draft and index != len(value) - 1:
+                raise ValueError(f"only the last version may be a draft (version {version.number} is one)")
+        return value
+
+    @field_validator("requirements")
+    @classmethod
+    def _unique_requirements(cls, value: list[AgreementRequirementSpec]) -> list[AgreementRequirementSpec]:
+        return _no_duplicates(value, lambda r: r.key(), "requirement")
+
+
 # --- the whole file --------------------------------------------------------------------
 
 class ProgramSpec(Spec):
@@ -353,7 +426,13 @@ class ProgramSpec(Spec):
     custom_fields: list[CustomFieldSpec] = []
     apis: list[ApiSpec] = []
     products: list[ProductSpec] = []
+    agreements: list[AgreementSpec] = []
     partners: list[PartnerSpec] = []
+
+    @field_validator("agreements")
+    @classmethod
+    def _unique_agreements(cls, value: list[AgreementSpec]) -> list[AgreementSpec]:
+        return _no_duplicates(value, lambda a: a.slug, "agreement")
 
     @field_validator("tiers")
     @classmethod

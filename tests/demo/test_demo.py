@@ -39,7 +39,8 @@ def test_demo_starts_prints_working_credentials_and_serves(tmp_path: Path) -> No
         base = f"http://127.0.0.1:{port}"
         admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
         partners = admin.get("/admin/api/partners").json()
-        assert {p["slug"] for p in partners["items"]} == {"acme-analytics", "bright-agency", "dana-dev",
+        partners_by_slug = {p["slug"]: p["id"] for p in partners["items"]}
+        assert set(partners_by_slug) == {"acme-analytics", "bright-agency", "dana-dev",
                                                           "internal-mobile"}
         products = {p["slug"]: p for p in admin.get("/admin/api/products").json()["items"]}
         trial = next(p for p in admin.get(f"/admin/api/products/{products['social']['id']}/plans").json()["items"]
@@ -64,6 +65,20 @@ def test_demo_starts_prints_working_credentials_and_serves(tmp_path: Path) -> No
         assert through.headers["ratelimit"].startswith('"hits-month";r=99;')
         write = httpx.post(f"{gateway}/sandbox/social/posts", headers={"Authorization": f"Bearer {dana}"}, json={})
         assert write.status_code == 403 and write.json()["type"] == "/problems/http-method-disabled"
+
+        # The onboarding path: Bright waits for production access; Acme goes live with its first production call.
+        queue = admin.get("/admin/api/production-access-requests").json()["items"]
+        assert [(r["partner_id"], r["state"]) for r in queue] == [(partners_by_slug["bright-agency"], "pending")]
+        acme_live_key = live_keys.pop()
+        live_call = httpx.get(f"{gateway}/social/users", headers={"Authorization": f"Bearer {acme_live_key}"})
+        assert live_call.status_code == 200, live_call.text
+        stage = ""
+        while stage != "live":
+            assert time.monotonic() < deadline + 30, f"acme is still at {stage!r}"
+            time.sleep(0.3)
+            stage = admin.get(f"/admin/api/partners/{partners_by_slug['acme-analytics']}/onboarding").json()["stage_key"]
+        funnel = {s["key"]: s for s in admin.get("/admin/api/funnel").json()["stages"]}
+        assert funnel["live"]["current"] == 1 and funnel["production_requested"]["current"] == 1
     finally:
         process.terminate()
         process.wait(timeout=20)

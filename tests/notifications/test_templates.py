@@ -38,6 +38,8 @@ SAMPLES: dict[str, tuple[dict[str, Any], str]] = {
     "credential_expiring": ({"partner_name": "Acme", "application_name": "Shop", "environment": "production",
                              "credential_name": "default", "last4": "Wx9z", "expires_at": SOON.isoformat()},
                             "…Wx9z"),
+    "credential_revoked": ({"partner_name": "Acme", "application_name": "Shop", "environment": "production",
+                            "credential_name": "default", "last4": "Wx9z", "unused_days": 120}, "120 days"),
     "limit_threshold": ({"partner_name": "Acme", "application_name": "Shop", "metric": "hits", "period": "month",
                          "percent": 80, "limit": 1000}, "80%"),
     "nudge_stuck": ({"partner_name": "Acme", "days": 7, "missing_step": "made a first sandbox call",

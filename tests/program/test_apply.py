@@ -47,7 +47,9 @@ async def test_demo_applies_once_exports_back_and_then_changes_nothing(session: 
                                                                      settings: Settings) -> None:
     document = load_document(DEMO)
     first = await apply(session, settings, document)
-    assert len(first.changes) == 49 and len(first.secrets) == 4
+    # 49 catalog, product and partner changes + 2 agreements with one version and one requirement each.
+    assert len(first.changes) == 55 and len(first.secrets) == 4
+    assert sum(c.kind == "agreement" and c.action == "create" for c in first.changes) == 2
     assert {(s.partner, s.application, s.environment, s.name) for s in first.secrets} == {
         ("acme-analytics", "Acme Dashboard (sandbox)", "sandbox", "default"),
         ("acme-analytics", "Acme Dashboard", "production", "default"),

@@ -74,7 +74,7 @@ async def test_dry_run_shows_the_changes_and_writes_nothing(fresh_database_url: 
     dry = await accord("apply", "-f", str(DEMO), "--dry-run", database=fresh_database_url)
     assert dry.returncode == 0, dry.stderr
     assert "+ create plan social/trial" in dry.stdout
-    assert "dry run: would make 49 to create; nothing was changed" in dry.stdout
+    assert "dry run: would make 55 to create; nothing was changed" in dry.stdout
     assert not SECRET.search(dry.stdout)  # no credential was really made
     for table in ("apis", "products", "partners", "credentials", "users", "audit_entries"):
         assert await count(fresh_database_url, table) == 0, table

@@ -1,0 +1,1 @@
+"""The integration audit: every partner's access, credentials, agreements, traffic and stage, with flags."""
