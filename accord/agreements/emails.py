@@ -70,7 +70,7 @@ async def plan_emails(session: AsyncSession, settings: Settings, event: Event) -
         accept_by = due_at if due_at is not None and due_at > utcnow() else None
         return [PlannedEmail("agreement_version", recipients,
                              {**common, "summary": version.changes_summary if version else "",
-                              "accept_by": accept_by})]
+                              "accept_by": accept_by, "paused": accept_by is None and due_at is not None})]
     if event.type == "agreement.due_soon" and due_at is not None:
         days_left = max(0, round((due_at - utcnow()).total_seconds() / 86400))
         return [PlannedEmail("agreement_deadline", recipients, {**common, "deadline": due_at,

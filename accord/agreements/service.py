@@ -261,6 +261,10 @@ def list_acceptances(*, agreement_id: uuid.UUID | None = None, partner_id: uuid.
     return stmt
 
 
+def before_publication(version: AgreementVersion) -> str:
+    return f"is before version {version.number} was published ({version.published_at:%Y-%m-%d %H:%M} UTC)"
+
+
 async def record_acceptance(session: AsyncSession, actor: Actor, partner: Partner, version: AgreementVersion, *,
                             source: AcceptanceSource, accepted_at: datetime | None = None,
                             user_id: uuid.UUID | None = None, accepted_by: str = "",
@@ -276,6 +280,9 @@ async def record_acceptance(session: AsyncSession, actor: Actor, partner: Partne
     now = utcnow()
     if accepted_at is not None and accepted_at > now:
         raise invalid("accepted_at", "is in the future")
+    if accepted_at is not None and accepted_at < version.published_at:
+        # Nobody signs a text before it exists: usually the version's own date is missing or wrong.
+        raise invalid("accepted_at", before_publication(version))
     existing = await session.scalar(select(AgreementAcceptance).where(
         AgreementAcceptance.partner_id == partner.id, AgreementAcceptance.version_id == version.id)
         .order_by(AgreementAcceptance.accepted_at).limit(1))

@@ -123,7 +123,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             loc = err.get("loc", ())
             reason = str(err.get("msg", "invalid"))
             if err.get("type") == "json_invalid":
-                reason = "request body is not valid JSON"
+                # Its loc is ("body", <character offset>): the field is the body itself.
+                position = f" (at character {loc[1]})" if len(loc) > 1 else ""
+                reason, loc = f"request body is not valid JSON{position}", ("body",)
             errors.append({"field": _field_path(loc), "reason": reason})
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5])
         return problem_response(ProblemError("validation-error", detail, errors))

@@ -142,9 +142,13 @@ async def create_request(session: AsyncSession, settings: Settings, actor: Actor
     return request
 
 
+def _article(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
 def _open(request: ProductionAccessRequest, verb: str) -> None:
     if request.state not in OPEN:
-        raise ProblemError("invalid-state", f"a {request.state} request cannot be {verb}",
+        raise ProblemError("invalid-state", f"{_article(request.state.value)} request cannot be {verb}",
                            [{"field": "state", "reason": f"is {request.state}"}])
 
 
@@ -247,6 +251,6 @@ async def reject(session: AsyncSession, settings: Settings, actor: Actor, reques
 async def request_changes(session: AsyncSession, settings: Settings, actor: Actor,
                           request: ProductionAccessRequest, reason: str) -> ProductionAccessRequest:
     if request.state != AccessRequestState.pending:
-        raise ProblemError("invalid-state", f"a {request.state} request cannot be sent back for changes",
+        raise ProblemError("invalid-state", f"{_article(request.state.value)} request cannot be sent back for changes",
                            [{"field": "state", "reason": f"is {request.state}"}])
     return await _decide(session, settings, actor, request, AccessRequestState.changes_requested, reason)

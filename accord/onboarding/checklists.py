@@ -171,6 +171,8 @@ async def set_checked(session: AsyncSession, actor: Actor, partner: Partner, ite
     """Staff check (or uncheck) an item: with or without evidence, they decide."""
     entry = await _entry(session, partner, item)
     await session.flush()
+    if (entry.checked_at is not None) == checked:
+        return entry  # already so: the first check keeps who made it and when
     before = _view(entry)
     entry.checked_at = utcnow() if checked else None
     entry.checked_by = actor.label[:200] if checked else ""

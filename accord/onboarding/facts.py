@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from accord.audit.models import AuditEntry
 from accord.apps.models import Application, ApplicationState, Credential, Environment
 from accord.events.models import Event
 from accord.onboarding.models import AccessRequestState, ProductionAccessRequest, StageMark
@@ -90,12 +91,30 @@ async def production_requested(session: AsyncSession, partner_ids: list[uuid.UUI
 
 
 async def production_approved(session: AsyncSession, partner_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fact]:
+    """An approved production access request, or a production application staff let go live.
+
+    The second covers partners whose production access predates Accord's request queue:
+    applications created live by staff, by `accord apply` or by an import, and pending
+    ones staff approved directly (the time of that approval, from the audit log).
+    """
     rows = await session.execute(
         select(ProductionAccessRequest.partner_id, func.min(ProductionAccessRequest.decided_at))
         .where(ProductionAccessRequest.partner_id.in_(partner_ids),
                ProductionAccessRequest.state == AccessRequestState.approved)
         .group_by(ProductionAccessRequest.partner_id))
-    return {partner_id: Fact(at, "production access approved") for partner_id, at in rows if at is not None}
+    found = {partner_id: Fact(at, "production access approved") for partner_id, at in rows if at is not None}
+    apps = (await session.execute(
+        select(Application.partner_id, Application.id, Application.name, Application.created_at)
+        .where(Application.partner_id.in_(partner_ids), Application.environment == Environment.production,
+               Application.state != ApplicationState.pending))).all()
+    approved_at = dict((await session.execute(
+        select(AuditEntry.target_id, func.min(AuditEntry.at))
+        .where(AuditEntry.action == "application.approved", AuditEntry.target_id.in_([str(a.id) for a in apps]))
+        .group_by(AuditEntry.target_id))).all()) if apps else {}
+    for partner_id, app_id, name, created_at in apps:
+        _earliest(found, partner_id, Fact(approved_at.get(str(app_id), created_at),
+                                          f"production application {name} is live"))
+    return found
 
 
 async def marks(session: AsyncSession, partner_ids: list[uuid.UUID]) -> dict[tuple[uuid.UUID, str], Fact]:

@@ -25,7 +25,7 @@ async def plan(session: AsyncSession, settings: Settings, event: Event) -> list[
     obj = (event.data or {}).get("object") or {}
     if event.type == "production_access.decided":
         product = await session.get(Product, uuid.UUID(obj["product_id"])) if obj.get("product_id") else None
-        subject = product.name if product else "production"
+        subject = product.name if product else ""  # a request for production access in general
         return [PlannedEmail("access_decision", await partner_recipients(session, partner),
                              {"partner_name": partner.name, "kind": "production_access", "decision": obj.get("state"),
                               "subject_name": subject, "reason": obj.get("decision_reason") or ""})]

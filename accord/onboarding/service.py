@@ -212,9 +212,13 @@ class _Pass:
                 self._move(row, stage.key, fact)
 
     def _move(self, row: PartnerOnboarding, to_stage: str, fact: Fact) -> None:
-        self._record(row, row.stage_key, to_stage, fact.at, fact.cause, actor=fact.actor)
+        # Facts can happen out of path order (a sandbox key made before the terms were accepted): a stage
+        # is entered no earlier than the one before it, so the timeline reads in order and no stage
+        # has a negative duration (which would skew the funnel's times in stage).
+        at = max(fact.at, row.stage_entered_at)
+        self._record(row, row.stage_key, to_stage, at, fact.cause, actor=fact.actor)
         row.stage_key = to_stage
-        row.stage_entered_at = fact.at
+        row.stage_entered_at = at
         row.stuck_since = None
 
     async def _active(self, row: PartnerOnboarding, live: Fact | None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from accord.apps.models import Application, ApplicationState, Credential, Environment
 from accord.onboarding import stages as path
 from accord.onboarding.models import (
     AccessRequestState,
@@ -55,17 +56,31 @@ def next_stage(ordered: list[OnboardingStage], row: PartnerOnboarding) -> Onboar
     return ordered[index + 1] if index + 1 < len(ordered) else None
 
 
-async def _agreement_steps(session: AsyncSession, partner_id: uuid.UUID) -> list[Step]:
+async def _agreement_steps(session: AsyncSession, partner_id: uuid.UUID,
+                           current_stage: str) -> tuple[list[Step], list[Step]]:
+    """The agreements to accept: (those past their deadline, those still within their grace period)."""
     from accord.agreements import service as agreements
 
-    steps = []
+    blocking, due = [], []
     for status in await agreements.statuses(session, partner_ids=[partner_id]):
         if status.state == "accepted":
             continue
-        due = f" by {status.due_at:%Y-%m-%d %H:%M} UTC" if status.due_at and status.state == "due" else ""
-        steps.append(Step(path.TERMS_ACCEPTED, f"Accept {status.title} (version {status.version_number})",
-                          f"{status.state}{due}", "agreement"))
-    return steps
+        if status.state == "due":
+            detail = f"Accept it by {status.due_at:%Y-%m-%d %H:%M} UTC" if status.due_at else "Accept it"
+        else:  # overdue or missing: the gateway already refuses the production calls that need it
+            detail = "The deadline has passed: production calls that need it are refused until you accept it"
+        # The stage that requires it, if one does; else the step belongs to where the partner is now.
+        stage = next((r.removeprefix("stage:") for r in status.reasons if r.startswith("stage:")), current_stage)
+        step = Step(stage, f"Accept {status.title} (version {status.version_number})", detail, "agreement")
+        (due if status.state == "due" else blocking).append(step)
+    return blocking, due
+
+
+async def _has_production_key(session: AsyncSession, partner_id: uuid.UUID) -> bool:
+    return await session.scalar(
+        select(Credential.id).join(Application, Application.id == Credential.application_id)
+        .where(Application.partner_id == partner_id, Application.environment == Environment.production,
+               Application.state == ApplicationState.live, Credential.revoked_at.is_(None)).limit(1)) is not None
 
 
 async def next_steps(session: AsyncSession, ordered: list[OnboardingStage], row: PartnerOnboarding,
@@ -84,8 +99,11 @@ async def next_steps(session: AsyncSession, ordered: list[OnboardingStage], row:
                 detail = f"Update your production access request: {request.decision_reason}"
             elif request is not None and request.state in {AccessRequestState.rejected, AccessRequestState.withdrawn}:
                 detail = f"Your last request was {request.state}; send a new production access request."
+        elif upcoming.key == path.LIVE and not await _has_production_key(session, row.partner_id):
+            detail = "Create a production application and a key for it, then make your first production call."
         steps.append(Step(upcoming.key, upcoming.name, detail, "stage"))
-    steps += await _agreement_steps(session, row.partner_id)
+    blocking, due = await _agreement_steps(session, row.partner_id, row.stage_key)
+    steps = blocking + steps + due  # what already blocks production calls first
     for item in checklist:
         if not item.checked:
             steps.append(Step(row.stage_key, item.label, "Send your evidence" if not item.submitted

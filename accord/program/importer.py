@@ -190,6 +190,7 @@ class ImportRow(BaseModel):
 class Record:
     where: str  # `row 7` or `partners[6]`
     row: ImportRow
+    invalid: frozenset[str] = frozenset()  # cells already reported as bad (and left out of `row`)
 
 
 @dataclass
@@ -316,6 +317,7 @@ def parse_records(records: list[tuple[str, dict[str, Any]]]) -> tuple[list[Recor
             continue
         cells = _split_custom_fields(dict(raw))
         row: ImportRow | None = None
+        dropped: set[str] = set()
         while row is None:
             try:
                 row = ImportRow.model_validate(cells)
@@ -328,13 +330,15 @@ def parse_records(records: list[tuple[str, dict[str, Any]]]) -> tuple[list[Recor
                     problems.append((f"{where}, {column}", reason))
                 if not bad & set(cells):
                     break
+                dropped |= bad & set(cells)
                 cells = {k: v for k, v in cells.items() if k not in bad}
         if row is None:
             continue
         if row.name is None and row.slug is None:
-            problems.append((f"{where}, name", "give the partner's name or slug"))
+            if not dropped & {"name", "slug"}:  # else the bad cell is already reported
+                problems.append((f"{where}, name", "give the partner's name or slug"))
             continue
-        rows.append(Record(where, row))
+        rows.append(Record(where, row, frozenset(dropped)))
     return rows, problems
 
 
@@ -412,7 +416,8 @@ class _Validator:
         missing = [c for c in required if getattr(record.row, c) is None]
         given = ", ".join(c for c in columns if getattr(record.row, c) is not None)
         for column in missing:
-            self.add(record.where, column, f"is required with {given}")
+            if column not in record.invalid:  # a bad cell is reported once, as bad, not also as missing
+                self.add(record.where, column, f"is required with {given}")
         if not missing:
             into.append(record)
 
@@ -474,6 +479,8 @@ class _Validator:
                 self.add(record.where, column, reason)
             elif version.published_at is None:
                 self.add(record.where, "agreement_version", "is a draft; only a published version can be accepted")
+            elif row.accepted_at is not None and row.accepted_at < version.published_at:
+                self.add(record.where, "accepted_at", agreements.before_publication(version))
 
     async def _check_key(self, record: Record, partner: Partner | None, seen: dict[str, str]) -> None:
         row = record.row

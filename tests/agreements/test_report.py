@@ -138,3 +138,17 @@ async def _version(session, version_id: str):
     from accord.agreements.models import AgreementVersion
 
     return await session.get(AgreementVersion, uuid.UUID(version_id))
+
+
+async def test_a_reacceptance_email_past_the_deadline_says_production_is_paused(admin: httpx.AsyncClient, factory,
+                                                                              session, settings) -> None:
+    partner = await factory.partner(contact_email="late@acme.example")
+    terms, _ = await agreement(session, published=[{"published_at": utcnow() - timedelta(days=40), "grace_days": 0}],
+                               scope=RequirementScope.all, required_since=utcnow() - timedelta(days=40))
+    response = await admin.post(f"{BASE}/{terms.id}/reacceptance", json={"partner_id": str(partner.id)})
+    assert response.status_code == 200 and response.json()["state"] == "missing", response.text
+    event = await session.scalar(select(Event).where(Event.type == "agreement.reacceptance_requested"))
+    assert await queue_emails_for(session, settings, event) == 1
+    mail = await session.scalar(select(EmailMessage).where(EmailMessage.event_id == event.id))
+    assert "production calls that need it are paused until you accept it" in mail.text_body
+    assert "production calls that need it are paused</strong>" in mail.html_body

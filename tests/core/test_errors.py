@@ -31,3 +31,10 @@ async def test_problem_catalog_is_served(anon: httpx.AsyncClient) -> None:
     assert {p["type"] for p in catalog} >= {"/problems/not-found", "/problems/validation-error"}
     one = await anon.get("/problems/conflict")
     assert one.json()["status"] == 409
+
+
+async def test_a_body_that_is_not_json_names_the_body(admin: httpx.AsyncClient) -> None:
+    response = await admin.post("/admin/api/apis", content=b'{"name": "A",', headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
+    [error] = response.json()["errors"]
+    assert error["field"] == "body" and error["reason"].startswith("request body is not valid JSON (at character ")

@@ -116,6 +116,9 @@ async def test_rejecting_and_asking_for_changes_say_why(anon, admin, factory, se
     assert edit.status_code == 409
     decided = await events_of(session, partner.id, "production_access.decided")
     assert [e.data["object"]["state"] for e in decided] == ["changes_requested", "rejected"]
+    [mail] = await planned_emails(session, settings, decided[-1])  # a request for no product in particular
+    assert "Your request for production access was not approved." in mail.text_body
+    assert "Not a fit for now" in mail.text_body and "(production)" not in mail.text_body
 
 
 async def test_partner_withdraws_and_may_ask_again(anon, factory) -> None:

@@ -70,6 +70,9 @@ async def test_evidence_is_what_the_item_asks_for_and_staff_check_it(admin, anon
     assert checked.json()["checked_at"] and checked.json()["checked_by"] and checked.json()["submitted_by"] == email
     mine = (await anon.get(base, headers=headers)).json()
     assert next(line for line in mine if line["item_id"] == link_item["id"])["checked_at"]
+    again = await admin.post(f"/admin/api/partners/{partner.id}/checklist/{link_item['id']}/check")
+    assert (again.json()["checked_at"], again.json()["checked_by"]) == \
+        (checked.json()["checked_at"], checked.json()["checked_by"])  # the first check is kept
 
     # New evidence needs a new look; staff may uncheck too.
     resent = await anon.put(f"{base}/{link_item['id']}", headers=headers, json={"link": "https://status2.example"})
