@@ -7,67 +7,85 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+import typing
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from pydantic_core import to_json as to_json_bytes
+from pydantic import BaseModel, TypeAdapter
+from typing_extensions import TypedDict
+
+from accord.integrations.bulk import collector_paused
+from accord.integrations.schemas import PartnerAudit
 
 Row = dict[str, Any]
+
+COLUMNS = ("partner_id", "slug", "name", "type", "status", "audience", "tier", "stage", "onboarding_status",
+           "subscriptions", "applications", "credentials", "oldest_credential_days", "longest_unused_days",
+           "agreements_signed", "agreements_missing", "first_call_at", "last_call_at", "calls_30d", "flags",
+           "flag_details")
+# A cell starting with one of these is a formula to a spreadsheet: partner-chosen names are kept inert.
+_FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
 def _when(moment: datetime | None) -> str:
     return moment.isoformat() if moment else ""
 
 
-def _joined(items: list[Any], show: Callable[[Any], str]) -> str:
-    return "; ".join(show(item) for item in items)
-
-
-COLUMNS: dict[str, Callable[[Row], Any]] = {
-    "partner_id": lambda r: r["partner_id"],
-    "slug": lambda r: r["slug"],
-    "name": lambda r: r["name"],
-    "type": lambda r: r["type"],
-    "status": lambda r: r["status"],
-    "audience": lambda r: r["audience"],
-    "tier": lambda r: r["tier"] or "",
-    "stage": lambda r: r["stage"] or "",
-    "onboarding_status": lambda r: r["onboarding_status"] or "",
-    "subscriptions": lambda r: _joined(r["subscriptions"], lambda s: f"{s['product']}/{s['plan']} ({s['state']})"),
-    "applications": lambda r: _joined(r["applications"],
-                                      lambda a: f"{a['name']} ({a['environment']}, {a['state']})"),
-    "credentials": lambda r: len(r["credentials"]),
-    "oldest_credential_days": lambda r: max((c["age_days"] for c in r["credentials"]), default=""),
-    "longest_unused_days": lambda r: max((c["unused_days"] for c in r["credentials"]), default=""),
-    "agreements_signed": lambda r: _joined(r["agreements_signed"],
-                                           lambda a: f"{a['slug']} v{a['accepted_version_number']}"),
-    "agreements_missing": lambda r: _joined(r["agreements_missing"],
-                                            lambda a: f"{a['slug']} v{a['version_number']} ({a['state']})"),
-    "first_call_at": lambda r: _when(r["first_call_at"]),
-    "last_call_at": lambda r: _when(r["last_call_at"]),
-    "calls_30d": lambda r: r["calls_30d"],
-    "flags": lambda r: _joined(r["flags"], lambda f: str(f["flag"])),
-    "flag_details": lambda r: _joined(r["flags"], lambda f: f"{f['flag']}: {f['detail']}"),
-}
-
-
 def _cell(value: Any) -> Any:
-    # A cell starting with = + - @ is a formula to a spreadsheet: keep partner-chosen names inert.
-    if isinstance(value, str) and value[:1] in {"=", "+", "-", "@", "\t", "\r"}:
+    if value.__class__ is str and value[:1] in _FORMULA_STARTS:
         return "'" + value
     return value
+
+
+def csv_cells(r: Row) -> list[Any]:
+    """One partner's CSV row, in `COLUMNS` order."""
+    credentials = r["credentials"]
+    return [_cell(value) for value in (
+        r["partner_id"], r["slug"], r["name"], r["type"], r["status"], r["audience"], r["tier"] or "",
+        r["stage"] or "", r["onboarding_status"] or "",
+        "; ".join(f"{s['product']}/{s['plan']} ({s['state']})" for s in r["subscriptions"]),
+        "; ".join(f"{a['name']} ({a['environment']}, {a['state']})" for a in r["applications"]),
+        len(credentials),
+        max((c["age_days"] for c in credentials), default=""),
+        max((c["unused_days"] for c in credentials), default=""),
+        "; ".join(f"{a['slug']} v{a['accepted_version_number']}" for a in r["agreements_signed"]),
+        "; ".join(f"{a['slug']} v{a['version_number']} ({a['state']})" for a in r["agreements_missing"]),
+        _when(r["first_call_at"]), _when(r["last_call_at"]), r["calls_30d"],
+        "; ".join(str(f["flag"]) for f in r["flags"]),
+        "; ".join(f"{f['flag']}: {f['detail']}" for f in r["flags"]))]
 
 
 def to_csv(rows: list[Row]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow([_cell(show(row)) for show in COLUMNS.values()])
+    with collector_paused():
+        writer.writerows(map(csv_cells, rows))
     return out.getvalue()
 
 
-def to_json(rows: list[Row]) -> str:
+def _row_type(annotation: Any) -> Any:
+    """`annotation` with every model replaced by a TypedDict of the same fields (in the same order)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return TypedDict(f"{annotation.__name__}Row",  # type: ignore[operator]
+                         {name: _row_type(field.annotation) for name, field in annotation.model_fields.items()})
+    if typing.get_origin(annotation) is list:
+        return list[_row_type(typing.get_args(annotation)[0])]  # type: ignore[misc]
+    return annotation
+
+
+@cache
+def _rows_adapter() -> TypeAdapter[Any]:
+    # Serializing by the declared types (rather than guessing each value's) is about a third faster,
+    # and derived from `PartnerAudit` the export cannot drift from the API's shape.
+    return TypeAdapter(list[_row_type(PartnerAudit)])  # type: ignore[misc]
+
+
+def to_json_bytes(rows: list[Row]) -> bytes:
     # pydantic's serializer (in Rust) writes UUIDs, times and enums exactly as the API's models do.
-    return to_json_bytes(rows, indent=2).decode() + "\n"
+    return _rows_adapter().dump_json(rows, indent=2) + b"\n"
+
+
+def to_json(rows: list[Row]) -> str:
+    return to_json_bytes(rows).decode()

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from accord.apps.models import Application, ApplicationState, Credential
 from accord.core.clock import utcnow
 from accord.core.config import Settings
-from accord.integrations.schemas import Flag, FlagRead
+from accord.integrations.schemas import Flag
 from accord.partners.models import Audience, Partner, PartnerStatus, Tier, visible_tiers
 from accord.plans.models import Plan
 from accord.products.models import Product
@@ -38,6 +38,7 @@ from accord.usage.models import UsageCount
 from accord.users.models import User
 
 UNSATISFIED = frozenset({"overdue", "missing"})
+CALLS_WINDOW = timedelta(days=30)
 _HAS_ACCESS = (SubscriptionState.active, SubscriptionState.pending)
 
 
@@ -61,6 +62,39 @@ class AuditWindow:
     def traffic_since(self) -> datetime:
         return self.now - timedelta(days=self.no_traffic_days)
 
+    @property
+    def calls_since(self) -> datetime:
+        """The start of the audit's "calls in the last 30 days"."""
+        return self.now - CALLS_WINDOW
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Each partner's admitted calls, from one pass over the request rows since `since` (the earlier
+    of the audit's two windows; None: the whole history); keyed by the partner id's `.int` (cheap to hash)."""
+
+    since: datetime | None
+    last: dict[int, datetime]  # the last admitted call, for partners with one since `since`
+    calls_30d: dict[int, int]
+
+
+ADMITTED = (UsageCount.metric_id.is_(None), UsageCount.denial == "")
+
+
+async def read_traffic(conn: AsyncConnection, window: AuditWindow, *, whole_history: bool = False) -> Traffic:
+    """The recent request rows only (enough for the flags and the calls in the last 30 days), or the
+    whole history when every partner's last call is wanted too (one pass rather than two)."""
+    since = None if whole_history else min(window.calls_since, window.traffic_since)
+    stmt = (select(UsageCount.partner_id, func.max(UsageCount.minute),
+                   func.sum(case((UsageCount.minute >= window.calls_since, UsageCount.count), else_=0)))
+            .where(*ADMITTED).group_by(UsageCount.partner_id))
+    rows = (await conn.execute(stmt if since is None else stmt.where(UsageCount.minute >= since))).all()
+    last, calls = {}, {}
+    for partner_id, at, count in rows:
+        if partner_id is not None:
+            last[partner_id.int], calls[partner_id.int] = at, int(count or 0)
+    return Traffic(since, last, calls)
+
 
 def days_between(earlier: datetime, later: datetime) -> int:
     return max(0, (later - earlier).days)
@@ -76,36 +110,42 @@ def _scoped(stmt: Select, partner_ids: list[uuid.UUID] | None) -> Select:
     return stmt.where(Partner.id.in_(partner_ids)) if partner_ids is not None else stmt
 
 
+# A flag as a dict shaped like `FlagRead` (a page validates it; the exports write thousands as they are).
+FlagRow = dict[str, Any]
+
+
 class _Flags:
     def __init__(self) -> None:
-        self.by_partner: dict[uuid.UUID, list[FlagRead]] = defaultdict(list)
+        self.by_partner: dict[uuid.UUID, list[FlagRow]] = defaultdict(list)
 
     def add(self, partner_id: uuid.UUID, flag: Flag, detail: str, recommendation: str = "",
             subject_ids: list[uuid.UUID] | None = None) -> None:
-        self.by_partner[partner_id].append(FlagRead(flag=flag, detail=detail, recommendation=recommendation,
-                                                    subject_ids=subject_ids or []))
+        self.by_partner[partner_id].append({"flag": flag, "detail": detail, "recommendation": recommendation,
+                                            "subject_ids": subject_ids or []})
 
 
 async def partner_flags(session: AsyncSession, window: AuditWindow, partner_ids: list[uuid.UUID] | None,
-                        statuses: list[Any]) -> dict[uuid.UUID, list[FlagRead]]:
+                        statuses: list[Any], traffic: Traffic) -> dict[uuid.UUID, list[FlagRow]]:
     """partner id → its flags (partners without any are left out); `partner_ids` None: every partner.
 
-    `statuses` are the partners' agreement statuses (`agreements.service.statuses`), read once
-    by the caller, which shows them too."""
+    `statuses` are the partners' agreement statuses (`agreements.service.statuses`) and `traffic`
+    their calls (`read_traffic`), read once by the caller, which shows them too."""
+    conn = await session.connection()
     flags = _Flags()
-    await _stale_credentials(session, window, partner_ids, flags)
-    await _above_tier(session, partner_ids, flags)
-    await _no_active_member(session, partner_ids, flags)
-    integrated = await _no_traffic(session, window, partner_ids, flags)
+    await _stale_credentials(conn, window, partner_ids, flags)
+    await _above_tier(conn, partner_ids, flags)
+    await _no_active_member(conn, partner_ids, flags)
+    integrated = await _no_traffic(conn, window, partner_ids, traffic, flags)
     _missing_agreements(integrated, statuses, flags)
     order = list(Flag)
-    return {pid: sorted(found, key=lambda f: order.index(f.flag)) for pid, found in flags.by_partner.items()}
+    return {pid: sorted(found, key=lambda f: order.index(f["flag"])) if len(found) > 1 else found
+            for pid, found in flags.by_partner.items()}
 
 
-async def _stale_credentials(session: AsyncSession, window: AuditWindow, partner_ids: list[uuid.UUID] | None,
+async def _stale_credentials(conn: AsyncConnection, window: AuditWindow, partner_ids: list[uuid.UUID] | None,
                              flags: _Flags) -> None:
     seen = func.coalesce(Credential.last_used_at, Credential.created_at)
-    rows = await session.execute(_scoped(
+    rows = await conn.execute(_scoped(
         select(Application.partner_id, Credential.id, Credential.name, Credential.last4, Application.name, seen)
         .join(Application, Application.id == Credential.application_id)
         .join(Partner, Partner.id == Application.partner_id)
@@ -122,13 +162,13 @@ async def _stale_credentials(session: AsyncSession, window: AuditWindow, partner
                   "revoke", [c[0] for c in credentials])
 
 
-async def _above_tier(session: AsyncSession, partner_ids: list[uuid.UUID] | None, flags: _Flags) -> None:
+async def _above_tier(conn: AsyncConnection, partner_ids: list[uuid.UUID] | None, flags: _Flags) -> None:
     min_tier, partner_tier = Tier.__table__.alias("min_tier"), Tier.__table__.alias("partner_tier")
     hidden = or_(*[and_(Partner.audience == audience, Product.visibility.not_in(list(visible_tiers(audience))))
                    for audience in Audience])
     below_min = and_(Plan.min_tier_id.is_not(None),
                      or_(partner_tier.c.rank.is_(None), partner_tier.c.rank < min_tier.c.rank))
-    rows = await session.execute(_scoped(
+    rows = await conn.execute(_scoped(
         select(Subscription.partner_id, Subscription.id, Product.slug, Product.visibility, Plan.slug,
                min_tier.c.slug, Partner.audience, hidden)
         .join(Partner, Partner.id == Subscription.partner_id)
@@ -148,48 +188,51 @@ async def _above_tier(session: AsyncSession, partner_ids: list[uuid.UUID] | None
                   "review the subscription", [sid for sid, _ in items])
 
 
-async def _no_active_member(session: AsyncSession, partner_ids: list[uuid.UUID] | None, flags: _Flags) -> None:
+async def _no_active_member(conn: AsyncConnection, partner_ids: list[uuid.UUID] | None, flags: _Flags) -> None:
     with_member = (select(Membership.partner_id).join(User, User.id == Membership.user_id)
                    .where(User.is_active.is_(True)))
-    rows = await session.scalars(_scoped(select(Partner.id).where(Partner.id.not_in(with_member)), partner_ids))
+    rows = (await conn.execute(_scoped(select(Partner.id).where(Partner.id.not_in(with_member)),
+                                       partner_ids))).scalars()
     for partner_id in rows:
         flags.add(partner_id, Flag.no_active_member, "no active member on the partner's team", "invite a member")
 
 
-async def _no_traffic(session: AsyncSession, window: AuditWindow, partner_ids: list[uuid.UUID] | None,
-                      flags: _Flags) -> set[uuid.UUID]:
-    """Flags access without traffic; returns the partners with an integration (a working live credential)."""
-    credentials_since = dict((await session.execute(_scoped(
-        select(Application.partner_id, func.min(Credential.created_at))
-        .join(Application, Application.id == Credential.application_id)
-        .join(Partner, Partner.id == Application.partner_id)
-        .where(Application.state == ApplicationState.live, working_credential(window.now))
-        .group_by(Application.partner_id), partner_ids))).all())
-    subscribed_since = dict((await session.execute(_scoped(
-        select(Subscription.partner_id, func.min(func.coalesce(Subscription.activated_at, Subscription.created_at)))
-        .join(Partner, Partner.id == Subscription.partner_id)
-        .where(Subscription.state == SubscriptionState.active)
-        .group_by(Subscription.partner_id), partner_ids))).all())
-    with_traffic = set(await session.scalars(
-        select(UsageCount.partner_id).where(UsageCount.minute >= window.traffic_since,
-                                            UsageCount.metric_id.is_(None), UsageCount.denial == "")
-        .group_by(UsageCount.partner_id)))
-    for partner_id, credential_since in credentials_since.items():
-        subscription_since = subscribed_since.get(partner_id)
-        if subscription_since is None or partner_id in with_traffic:
+async def _no_traffic(conn: AsyncConnection, window: AuditWindow, partner_ids: list[uuid.UUID] | None,
+                      traffic: Traffic, flags: _Flags) -> set[int]:
+    """Flags access without traffic; returns the partners with an integration (a working live credential),
+    by their id's `.int`."""
+    credentials = (select(Application.partner_id, func.min(Credential.created_at).label("since"))
+                   .join(Application, Application.id == Credential.application_id)
+                   .where(Application.state == ApplicationState.live, working_credential(window.now))
+                   .group_by(Application.partner_id).subquery())
+    subscriptions = (select(Subscription.partner_id,
+                            func.min(func.coalesce(Subscription.activated_at, Subscription.created_at)).label("since"))
+                     .where(Subscription.state == SubscriptionState.active)
+                     .group_by(Subscription.partner_id).subquery())
+    # partner with a working live credential → since when it has one, since when an active subscription
+    rows = (await conn.execute(_scoped(
+        select(credentials.c.partner_id, credentials.c.since, subscriptions.c.since)
+        .join(Partner, Partner.id == credentials.c.partner_id)
+        .outerjoin(subscriptions, subscriptions.c.partner_id == credentials.c.partner_id), partner_ids))).all()
+    quiet_since = window.traffic_since  # within the traffic read (which starts at the earlier window, or never)
+    for partner_id, credential_since, subscription_since in rows:
+        if subscription_since is None:
+            continue
+        last = traffic.last.get(partner_id.int)
+        if last is not None and last >= quiet_since:
             continue
         since = max(credential_since, subscription_since)
-        if since < window.traffic_since:
+        if since < quiet_since:
             flags.add(partner_id, Flag.no_traffic,
                       f"working access since {since:%Y-%m-%d} and no admitted call in the last "
                       f"{window.no_traffic_days} days", "check the integration or revoke the access")
-    return set(credentials_since)
+    return {row[0].int for row in rows}
 
 
-def _missing_agreements(integrated: set[uuid.UUID], statuses: list[Any], flags: _Flags) -> None:
+def _missing_agreements(integrated: set[int], statuses: list[Any], flags: _Flags) -> None:
     found: dict[uuid.UUID, list] = defaultdict(list)
     for status in statuses:
-        if status.partner_id in integrated and status.state in UNSATISFIED:
+        if status.state in UNSATISFIED and status.partner_id.int in integrated:
             found[status.partner_id].append(status)
     for partner_id, statuses in found.items():
         text = "; ".join(

@@ -4,14 +4,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from accord.auth.deps import AdminDep
 from accord.core.clock import utcnow
 from accord.core.deps import SessionDep, SettingsDep
 from accord.core.errors import WRITE_PROBLEMS, problem_responses
 from accord.core.pagination import PageDep
-from accord.integrations import export, remediation, service
+from accord.integrations import remediation, service
 from accord.integrations.schemas import (
     AuditPage,
     Flag,
@@ -28,7 +28,7 @@ FlagFilter = Annotated[Flag | None, Query(description="Only partners with this f
 PartnerFilter = Annotated[uuid.UUID | None, Query(description="Only this partner")]
 
 
-def _download(body: str, media_type: str, extension: str) -> Response:
+def _download(body: bytes, media_type: str, extension: str) -> Response:
     name = f"integration-audit-{utcnow():%Y%m%d-%H%M%S}.{extension}"
     return Response(body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
@@ -44,29 +44,32 @@ async def integration_audit(session: SessionDep, settings: SettingsDep, _: Admin
                   responses={200: {"content": {"text/csv": {}}}, **problem_responses(422)})
 async def export_csv(session: SessionDep, settings: SettingsDep, _: AdminDep, flag: FlagFilter = None,
                      partner_id: PartnerFilter = None) -> Response:
-    rows = await service.audit_all(session, settings, flag=flag, partner_id=partner_id)
-    return _download(export.to_csv(rows), "text/csv; charset=utf-8", "csv")
+    body = await service.export_audit(session, settings, "csv", flag=flag, partner_id=partner_id)
+    return _download(body, "text/csv; charset=utf-8", "csv")
 
 
 @admin_router.get(f"{AUDIT}/export.json", summary="The whole integration audit as JSON",
                   response_model=list[PartnerAudit], responses=problem_responses(422))
 async def export_json(session: SessionDep, settings: SettingsDep, _: AdminDep, flag: FlagFilter = None,
                       partner_id: PartnerFilter = None) -> Response:
-    rows = await service.audit_all(session, settings, flag=flag, partner_id=partner_id)
-    return _download(export.to_json(rows), "application/json", "json")
+    body = await service.export_audit(session, settings, "json", flag=flag, partner_id=partner_id)
+    return _download(body, "application/json", "json")
 
 
 @admin_router.post(f"{AUDIT}/revoke-stale", summary="Revoke the credentials unused for more than "
                    "ACCORD_STALE_CREDENTIAL_DAYS (each partner is told by email)", responses=WRITE_PROBLEMS)
 async def revoke_stale(session: SessionDep, settings: SettingsDep, actor: AdminDep,
-                       data: RevokeStale) -> RevokeStaleResult:
+                       data: Annotated[RevokeStale | None, Body()] = None) -> RevokeStaleResult:
+    data = data or RevokeStale()  # no body: every partner, for real
     return await remediation.revoke_stale(session, actor, settings, partner_id=data.partner_id, dry_run=data.dry_run)
 
 
 @admin_router.post(f"{AUDIT}/request-reacceptance", summary="Ask partners with overdue or missing agreements "
                    "to accept them", responses=WRITE_PROBLEMS)
 async def request_reacceptance(session: SessionDep, actor: AdminDep,
-                               data: RequestReacceptance) -> RequestReacceptanceResult:
+                               data: Annotated[RequestReacceptance | None, Body()] = None
+                               ) -> RequestReacceptanceResult:
+    data = data or RequestReacceptance()
     return await remediation.request_reacceptance(session, actor, partner_id=data.partner_id,
                                                   agreement_id=data.agreement_id, include_due=data.include_due,
                                                   dry_run=data.dry_run)

@@ -86,9 +86,11 @@ class PartnerAudit(BaseModel):
     credentials: list[CredentialItem] = Field(description="Credentials not revoked, expired ones included")
     agreements_signed: list[AgreementItem]
     agreements_missing: list[AgreementItem] = Field(description="Bound but not accepted: due, overdue or missing")
-    first_call_at: datetime | None
-    last_call_at: datetime | None
-    calls_30d: int = Field(description="Admitted calls in the last 30 days")
+    first_call_at: datetime | None = Field(description="The partner's first admitted call (sandbox or production)")
+    last_call_at: datetime | None = Field(description="Its latest admitted call, to the minute (usage is counted "
+                                                      "per minute), never before the first call")
+    calls_30d: int = Field(description="Admitted calls (answered 2xx or 3xx, sandbox and production) in the last "
+                                       "30 days; refused calls are not counted")
     flags: list[FlagRead]
 
 

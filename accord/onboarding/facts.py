@@ -117,6 +117,15 @@ async def production_approved(session: AsyncSession, partner_ids: list[uuid.UUID
     return found
 
 
+async def stages_requiring_agreements(session: AsyncSession) -> list[str]:
+    """The stages an agreement requirement names (accord.agreements: scope `stage`)."""
+    from accord.agreements.models import AgreementRequirement, RequirementScope
+
+    return list(await session.scalars(select(AgreementRequirement.stage_key).distinct()
+                                      .where(AgreementRequirement.scope == RequirementScope.stage,
+                                             AgreementRequirement.stage_key.is_not(None))))
+
+
 async def marks(session: AsyncSession, partner_ids: list[uuid.UUID]) -> dict[tuple[uuid.UUID, str], Fact]:
     rows = await session.scalars(select(StageMark).where(StageMark.partner_id.in_(partner_ids)))
     return {(m.partner_id, m.stage_key): Fact(m.at, m.note or "marked by the program team", m.marked_by)

@@ -174,7 +174,39 @@ class _Pass:
         found[path.LIVE] = await facts.first_calls(self.session, list(partners), "production")
         if any(stage.kind == StageKind.manual for stage in self.ordered):
             found["manual"] = await facts.marks(self.session, [r.partner_id for r in pending])
+        found["gates"], found["gate_times"] = await self._gates(pending, found)
         return found
+
+    async def _gates(self, pending: list[PartnerOnboarding], found: dict[str, dict[Any, Fact]]
+                     ) -> tuple[dict[uuid.UUID, str], dict[tuple[uuid.UUID, str], datetime]]:
+        """Stages held back by agreements: the first stage each partner may not enter yet, and when the
+        agreements of the others it has still to pass were accepted.
+
+        An agreement required for a stage is required to reach it *and every stage after it*: a partner
+        with a sandbox key that has not accepted the terms stays before "terms accepted", and no stage
+        after it is entered before the acceptance.
+        """
+        from accord.agreements import service as agreements
+
+        gated = {path.TERMS_ACCEPTED} | set(await facts.stages_requiring_agreements(self.session))
+        gates: dict[uuid.UUID, str] = {}
+        accepted_at: dict[tuple[uuid.UUID, str], datetime] = {}
+        for stage in self.ordered:
+            if stage.key not in gated:
+                continue
+            for row in pending:
+                if row.partner_id in gates or self._at_or_after(row, stage.key):
+                    continue
+                if stage.key == path.TERMS_ACCEPTED:  # its fact is the acceptance itself
+                    fact = found.get(path.TERMS_ACCEPTED, {}).get(row.partner_id)
+                    at = fact.at if fact else None
+                else:
+                    at = await agreements.stage_satisfied_at(self.session, row.partner_id, stage.key)
+                if at is None:
+                    gates[row.partner_id] = stage.key
+                else:
+                    accepted_at[(row.partner_id, stage.key)] = at
+        return gates, accepted_at
 
     async def _last_calls(self, rows: dict[uuid.UUID, PartnerOnboarding],
                           found: dict[str, dict[Any, Fact]]) -> dict[uuid.UUID, datetime]:
@@ -204,12 +236,17 @@ class _Pass:
 
     def _forward(self, row: PartnerOnboarding, found: dict[str, dict[Any, Fact]]) -> None:
         current = self.index.get(row.stage_key, 0)
+        gate = found.get("gates", {}).get(row.partner_id)
+        floor = row.stage_entered_at
         for stage in self.ordered[current + 1:]:
+            if stage.key == gate:
+                break  # its agreements are not accepted: the path stops before it
+            floor = max(floor, found.get("gate_times", {}).get((row.partner_id, stage.key), floor))
             if stage.key == path.ACTIVE:
                 continue  # from traffic over time: see _active
             fact = self._fact_for(stage, row.partner_id, found)
             if fact is not None:
-                self._move(row, stage.key, fact)
+                self._move(row, stage.key, Fact(max(fact.at, floor), fact.cause, fact.actor))
 
     def _move(self, row: PartnerOnboarding, to_stage: str, fact: Fact) -> None:
         # Facts can happen out of path order (a sandbox key made before the terms were accepted): a stage
@@ -223,7 +260,8 @@ class _Pass:
 
     async def _active(self, row: PartnerOnboarding, live: Fact | None) -> None:
         """Active: an admitted production call at least `active_after_days` after the first one."""
-        if live is None or self._at_or_after(row, path.ACTIVE) or path.ACTIVE not in self.index:
+        if (live is None or path.ACTIVE not in self.index or self._at_or_after(row, path.ACTIVE)
+                or not self._at_or_after(row, path.LIVE)):  # not live yet (e.g. held back by an agreement)
             return
         threshold = live.at + timedelta(days=self.settings.onboarding_active_after_days)
         if row.last_call_at is None or row.last_call_at < threshold.replace(second=0, microsecond=0):

@@ -279,3 +279,20 @@ async def test_credentials_keep_their_hashes_out_of_the_report(admin: httpx.Asyn
     text = (await admin.get(f"{AUDIT}/export.json")).text
     hashes = await session.scalars(select(Credential.key_hash))
     assert not any(h in text for h in hashes)
+
+
+
+async def test_the_last_call_is_never_shown_before_the_first(admin: httpx.AsyncClient, factory,
+                                                              session: AsyncSession) -> None:
+    clock.freeze(NOW)
+    try:
+        partner = await factory.partner()
+        app = await factory.application(partner, Environment.sandbox)
+        first = ago(1).replace(second=40)
+        session.add(FirstCall(application_id=app.id, partner_id=partner.id, environment="sandbox", at=first))
+        await usage(session, app, first, 1)  # its usage row is the minute: 40 s before the first call
+        [row] = (await admin.get(AUDIT, params={"partner_id": str(partner.id)})).json()["items"]
+    finally:
+        clock.resume()
+    assert datetime.fromisoformat(row["first_call_at"]) == datetime.fromisoformat(row["last_call_at"]) == first
+    assert row["calls_30d"] == 1

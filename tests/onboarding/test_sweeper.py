@@ -164,7 +164,7 @@ async def test_closing_a_partner_churns_it_at_once(admin, factory, session, sett
 
 async def test_old_facts_found_by_a_backfill_make_no_events(factory, session, settings) -> None:
     partner = await factory.partner(created_at=utcnow() - timedelta(days=400))
-    app = await factory.application(partner, Environment.production)
+    app = await factory.application(partner, Environment.production, created_at=utcnow() - timedelta(days=350))
     await _call(session, partner, app, utcnow() - timedelta(days=300), first=True)
     await onboarding.refresh(session, [partner.id])
     row = await _position(session, partner)
