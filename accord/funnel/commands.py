@@ -28,12 +28,18 @@ def _durations(d: Durations) -> tuple[str, str]:
     return human(d.median_seconds), human(d.p90_seconds)
 
 
-def render(console: Console, report: FunnelReport) -> None:
+def render(console: Console, report: FunnelReport, tier: str | None = None) -> None:
     chosen = [f"{name}={value}" for name, value in report.filters.model_dump().items() if value is not None]
+    if tier is not None:  # as the user named it, not its id
+        chosen = [f"tier={tier}" if item.startswith("tier_id=") else item for item in chosen]
     title = f"Partner funnel: {report.partners} partner(s)" + (f" ({', '.join(chosen)})" if chosen else "")
     table = Table(title=title)
-    for column in ("stage", "now", "reached", "conversion", "median time", "p90 time", "stuck after", "stuck"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
+    table.add_column("stage", no_wrap=True, min_width=max(len(stage.name) for stage in report.stages))
+    # Short headings so the table fits 80 columns; the caption says what they mean.
+    for column in ("now", "reached", "conv", "median", "p90", "stuck≥", "stuck"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.caption = ("now: partners at the stage; reached: at it or further; conv: of the previous stage's; "
+                     "median/p90: time in the stage; stuck≥: threshold")
     for stage in report.stages:
         median, p90 = _durations(stage.time_in_stage)
         table.add_row(stage.name, str(stage.current), str(stage.reached),
@@ -95,5 +101,5 @@ async def run_funnel(settings: Settings, *, partner_type: str | None, tier: str 
     if as_json:
         console.print_json(report.model_dump_json())
     else:
-        render(console, report)
+        render(console, report, tier)
     return 0

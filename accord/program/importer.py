@@ -461,7 +461,7 @@ class _Validator:
                     Subscription.partner_id == partner.id, Subscription.product_id == plan.product_id,
                     Subscription.state.in_(subscriptions.LIVE)))
                 if live is not None and live.plan_id != plan.id:
-                    self.add(record.where, "plan", f"the partner already has a {live.state} subscription to another "
+                    self.add(record.where, "plan", f"the partner already has {'an' if live.state == 'active' else 'a'} {live.state} subscription to another "
                                                    f"plan of {row.product!r}")
 
     async def _plan(self, product: str, plan: str) -> Plan | None:

@@ -162,7 +162,7 @@ async def test_a_live_subscription_to_another_plan_is_a_problem(tmp_path: Path, 
     await run(session, settings, write(tmp_path / "one.csv", "name,product,plan\nAcme,weather,basic\n"))
     with pytest.raises(ProgramError) as error:
         await run(session, settings, write(tmp_path / "two.csv", "slug,product,plan\nacme,weather,premium\n"))
-    assert error.value.problems == [("row 2, plan", "the partner already has a active subscription to another "
+    assert error.value.problems == [("row 2, plan", "the partner already has an active subscription to another "
                                                     "plan of 'weather'")]
 
 
