@@ -24,8 +24,7 @@ from accord.agreements.service import status_payload, statuses
 from accord.audit import service as audit
 from accord.auth.actor import SYSTEM_ACTOR
 from accord.core.clock import utcnow
-from accord.core.config import Settings
-from accord.core.db import create_engine, session_factory, session_scope
+from accord.core.jobs import PeriodicJob
 
 log = logging.getLogger("accord.agreements.jobs")
 
@@ -71,23 +70,7 @@ async def notify_deadlines(session: AsyncSession, *, limit: int = 500) -> int:
     return emitted
 
 
-class DeadlineNotifier:
+class DeadlineNotifier(PeriodicJob):
     """A worker dispatcher (see accord.worker): one pass a minute; cheap when nothing is pending."""
 
-    poll_interval = 60.0
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._engine = None
-
-    async def start(self) -> None:
-        self._engine = create_engine(self.settings.database_url)
-
-    async def run_once(self) -> int:
-        assert self._engine is not None
-        async with session_scope(session_factory(self._engine)) as session:
-            return await notify_deadlines(session)
-
-    async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
+    run = staticmethod(notify_deadlines)

@@ -16,8 +16,7 @@ from accord.apps.models import Application, Credential
 from accord.audit import service as audit
 from accord.auth.actor import SYSTEM_ACTOR
 from accord.core.clock import utcnow
-from accord.core.config import Settings
-from accord.core.db import create_engine, session_factory, session_scope
+from accord.core.jobs import PeriodicJob
 
 log = logging.getLogger("accord.apps.expiry")
 
@@ -46,23 +45,7 @@ async def notify_expiring(session, *, limit: int = 500) -> int:
     return len(rows)
 
 
-class ExpiryNotifier:
+class ExpiryNotifier(PeriodicJob):
     """A worker dispatcher (see accord.worker): one pass a minute; cheap when nothing is due."""
 
-    poll_interval = 60.0
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._engine = None
-
-    async def start(self) -> None:
-        self._engine = create_engine(self.settings.database_url)
-
-    async def run_once(self) -> int:
-        assert self._engine is not None
-        async with session_scope(session_factory(self._engine)) as session:
-            return await notify_expiring(session)
-
-    async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
+    run = staticmethod(notify_expiring)

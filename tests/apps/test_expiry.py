@@ -23,3 +23,28 @@ async def test_expiring_credentials_are_announced_once(factory, session) -> None
     events = (await session.scalars(select(Event).where(Event.type == "credential.expiring_soon"))).all()
     assert [(e.subject_id, e.partner_id) for e in events] == [(str(soon.id), partner.id)]
     assert "key_hash" not in events[0].data["object"]
+
+
+async def test_the_worker_job_commits_each_pass(fresh_database_url: str) -> None:
+    from accord.apps.expiry import ExpiryNotifier
+    from accord.core.config import Settings
+    from accord.core.db import create_engine, session_factory, session_scope
+    from tests.conftest import TEST_SECRET
+    from tests.factories import Factory
+
+    engine = create_engine(fresh_database_url)
+    try:
+        async with session_scope(session_factory(engine)) as session:
+            factory = Factory(session, TEST_SECRET)
+            app = await factory.application(await factory.partner())
+            await factory.credential(app, expires_at=utcnow() + timedelta(days=2))
+        job = ExpiryNotifier(Settings(database_url=fresh_database_url, secret_key=TEST_SECRET))
+        await job.start()
+        try:
+            assert (await job.run_once(), await job.run_once()) == (1, 0)  # the first pass was committed
+        finally:
+            await job.close()
+        async with session_scope(session_factory(engine)) as session:
+            assert await session.scalar(select(Event.id).where(Event.type == "credential.expiring_soon")) is not None
+    finally:
+        await engine.dispose()
