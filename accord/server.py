@@ -19,27 +19,38 @@ async def run_servers(settings: Settings, *, demo_upstream_port: int | None = No
 
     servers = [uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
                                              log_level="info", access_log=True))]
-    if with_gateway:
-        from accord.gateway.app import UVICORN_OPTIONS, GatewayApp
-
-        servers.append(uvicorn.Server(uvicorn.Config(GatewayApp(settings), host=settings.gateway_host,
-                                                     port=settings.gateway_port, **UVICORN_OPTIONS,
-                                                     log_level="warning", access_log=False)))
     if demo_upstream_port is not None:
         from accord.demo.upstream import DemoUpstream
 
         servers.append(uvicorn.Server(uvicorn.Config(DemoUpstream(), host="127.0.0.1", port=demo_upstream_port,
                                                      log_level="warning", access_log=False)))
+    ports = [settings.port] + ([settings.gateway_port] if with_gateway else []) + (
+        [demo_upstream_port] if demo_upstream_port else [])
     tasks = [asyncio.create_task(s.serve()) for s in servers]
-    while not all(s.started for s in servers):
+    gateway_stop = asyncio.Event()
+    if with_gateway:
+        # The gateway runs on its own small HTTP server (accord.gateway.server), as `accord gateway` does.
+        from accord.gateway.app import GatewayApp
+        from accord.gateway.server import bind, serve
+
+        try:
+            sock = bind(settings.gateway_host, settings.gateway_port)
+        except OSError as exc:
+            for s in servers:
+                s.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise SystemExit(f"could not start: is one of the ports {ports} already in use?") from exc
+        gateway_started = asyncio.Event()
+        tasks.append(asyncio.create_task(serve(GatewayApp(settings), sock, stop=gateway_stop,
+                                               started=gateway_started.set)))
+    while not all(s.started for s in servers) or (with_gateway and not gateway_started.is_set()):
         for task in tasks:
             if task.done():
                 # A server that could not start (port taken): stop the others and say why.
                 for s in servers:
                     s.should_exit = True
+                gateway_stop.set()
                 await asyncio.gather(*tasks, return_exceptions=True)
-                ports = [settings.port] + ([settings.gateway_port] if with_gateway else []) + (
-                    [demo_upstream_port] if demo_upstream_port else [])
                 raise SystemExit(f"could not start: is one of the ports {ports} already in use?")
         await asyncio.sleep(0.05)
     worker_stop = asyncio.Event()
@@ -49,6 +60,7 @@ async def run_servers(settings: Settings, *, demo_upstream_port: int | None = No
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for s in servers:
         s.should_exit = True
+    gateway_stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     if worker is not None:
         # The servers stopped (Ctrl+C, SIGTERM): the worker finishes its attempts in flight, then stops.

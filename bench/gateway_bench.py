@@ -435,11 +435,15 @@ def machine() -> dict[str, Any]:
     for tool, argv in {"wrk": ["wrk", "-v"], "nginx": [nginx_binary(), "-v"]}.items():
         done = subprocess.run(argv, capture_output=True, text=True)
         versions[tool] = (done.stdout + done.stderr).strip().splitlines()[0]
-    import aiohttp
+    import httptools
     import uvicorn
+    import uvloop
 
+    # The gateway runs on its own server and upstream client (accord.gateway.server, .upstream):
+    # httptools parses both sides, uvloop runs them; uvicorn serves the naive proxy.
     return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "uvicorn": uvicorn.__version__, "aiohttp": aiohttp.__version__, **versions}
+            "httptools": httptools.__version__, "uvloop": uvloop.__version__, "uvicorn": uvicorn.__version__,
+            **versions}
 
 
 def set_priority(nice: int) -> int:
@@ -584,6 +588,12 @@ def run_proxies(processes: Processes, tmp: Path, load: Load, redis_url: str) -> 
     }, lambda: start_nginx(processes, tmp, "proxy", NGINX_PROXY.format(port=nginx_port, upstream_port=upstream_port)))
     processes.stop(gateway)  # the final flush writes the last usage counts
 
+    # The same gateway under uvicorn instead of its own server: the side-by-side reason for that server.
+    gateway = start_gateway("accord-uvicorn", "--server", "uvicorn")
+    runs["accord_uvicorn"] = measure(processes, "Accord, 1 process, under uvicorn", accord_url, load, key,
+                                     {"gateway": gateway, "upstream": upstream})
+    processes.stop(gateway)
+
     print("\nFull load, Accord in two processes (--workers 2), limits in Redis", flush=True)
     clean_redis(redis_url)
     gateway = start_gateway("accord-2proc", "--workers", "2", "--redis", redis_url)
@@ -596,7 +606,7 @@ def run_proxies(processes: Processes, tmp: Path, load: Load, redis_url: str) -> 
     clean_redis(redis_url)
 
     # Usage recording was on: every request that reached the gateway must have been counted.
-    sent = sum(runs[k]["requests"] for k in ("accord", "accord_2proc")) + half["accord"]["requests"]
+    sent = sum(runs[k]["requests"] for k in ("accord", "accord_uvicorn", "accord_2proc")) + half["accord"]["requests"]
     out["usage_recorded"] = {"requests_recorded": usage_recorded(database_file) - sent_before,
                              "requests_measured": sent,
                              "note": "recorded also counts warm-up and check requests; must be >= measured"}
@@ -645,6 +655,7 @@ def summarize(results: dict[str, Any]) -> None:
     results.update({
         "direct_rps": runs["direct"]["rps"], "nginx_rps": runs["nginx"]["rps"], "naive_rps": runs["naive"]["rps"],
         "accord_rps": runs["accord"]["rps"], "accord_2proc_rps": runs["accord_2proc"]["rps"],
+        "accord_uvicorn_rps": runs["accord_uvicorn"]["rps"],
         "accord_vs_nginx": ratio(runs["accord"]["rps"], runs["nginx"]["rps"]),
         "accord_vs_naive": ratio(runs["accord"]["rps"], runs["naive"]["rps"]),
         "accord_2proc_vs_nginx": ratio(runs["accord_2proc"]["rps"], runs["nginx"]["rps"]),
@@ -669,6 +680,7 @@ def print_summary(results: dict[str, Any]) -> None:
     print(f"{'':<36}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs nginx':>11}")
     for key, label in [("direct", "direct to upstream"), ("nginx", "nginx proxy_pass (reference)"),
                        ("naive", "naive FastAPI + httpx (floor)"), ("accord", "Accord, 1 process"),
+                       ("accord_uvicorn", "Accord, 1 process, under uvicorn"),
                        ("accord_2proc", "Accord, 2 processes + Redis")]:
         r = runs[key]
         print(f"{label:<36}{r['rps']:>10,.0f}{r['p50_us'] / 1000:>10.2f}{r['p99_us'] / 1000:>10.2f}"

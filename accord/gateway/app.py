@@ -15,6 +15,7 @@ from accord.gateway.recorder import UsageRecorder
 
 log = logging.getLogger("accord.gateway")
 
+# `accord gateway` serves the app with its own server (accord.gateway.server); any ASGI server will do.
 # How uvicorn must run the gateway: the fast parser, and no header rewriting of its own — the
 # client address is the socket's (X-Forwarded-For is appended to, never trusted) and Date/Server
 # come from the upstream, not twice.

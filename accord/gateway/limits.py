@@ -31,22 +31,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from heapq import heappop, heappush
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.exceptions import BusyLoadingError, NoScriptError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from accord.gateway.periods import ETERNITY_END, window
+from accord.gateway.resp import RespClient
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, which
+# costs more than the rest of a check; these are made per request and never changed anyway.
+@dataclass(slots=True)
 class LimitCheck:
     key: str  # the counter's identity without the window, e.g. f"{app_id}|{metric_id}" or with "|u:{end_user}"
     period: str  # second minute hour day week month year eternity
@@ -54,7 +53,7 @@ class LimitCheck:
     delta: int  # units this request would consume (>= 0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LimitDecision:
     """The outcome of one request against all its checks.
 
@@ -121,7 +120,12 @@ def ratelimit_item(name: str, remaining: int, reset: int | None) -> str:
 
     Pass reset=None to leave `t` out, e.g. for an eternity window (`decision.window is None`).
     """
-    item = f"{sf_string(name)};r={max(remaining, 0)}"
+    return ratelimit_item_quoted(sf_string(name), remaining, reset)
+
+
+def ratelimit_item_quoted(quoted_name: str, remaining: int, reset: int | None) -> str:
+    """`ratelimit_item` for a name already made an sf-string (the gateway keeps those per policy)."""
+    item = f"{quoted_name};r={max(remaining, 0)}"
     if reset is not None:
         item += f";t={max(reset, 0)}"
     return item
@@ -299,7 +303,7 @@ _SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()
 
 # Errors meaning "Redis cannot answer now" (not a bug): refused/reset connections,
 # timeouts, a server still loading its data, a failed-over master that became a replica.
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, BusyLoadingError, OSError)
 
 
 class RedisLimiter:
@@ -310,9 +314,10 @@ class RedisLimiter:
     Window bounds come from the injected clock, so gateways need synchronised
     clocks (NTP); a skewed one counts into a neighbouring window near a boundary.
 
-    Retries are disabled in the client: the script is not idempotent, and a
-    retried timeout could count one request twice. At most `max_connections`
-    calls are in flight per process; the others wait up to `pool_timeout` for one.
+    Calls go over one pipelined connection per process (accord.gateway.resp), never
+    retried: the script is not idempotent, and a retried timeout could count one
+    request twice. A call unanswered after `timeout` fails (with every call then in
+    flight on that connection) and counts as an outage.
 
     While Redis is unreachable each decision is made without it: with
     `on_unavailable="open"` by a per-process `MemoryLimiter`, with "closed" by
@@ -329,12 +334,9 @@ class RedisLimiter:
                  pool_timeout: float = 2.0) -> None:
         if on_unavailable not in ("open", "closed"):
             raise ValueError(f"on_unavailable must be 'open' or 'closed', not {on_unavailable!r}")
-        # A blocking pool: a burst of concurrent requests queues for a connection
-        # (up to pool_timeout) instead of failing with "too many connections".
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=pool_timeout, socket_connect_timeout=connect_timeout,
-            socket_timeout=timeout, retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
-        self._redis = Redis.from_pool(pool)
+        # One pipelined connection (accord.gateway.resp): calls in flight need no pool.
+        # `max_connections` and `pool_timeout` are accepted for compatibility and unused.
+        self._client = RespClient(url, connect_timeout=connect_timeout, timeout=timeout)
         self._fail_open = on_unavailable == "open"
         self._clock = clock
         self._prefix = key_prefix
@@ -343,8 +345,7 @@ class RedisLimiter:
         self._fallback = MemoryLimiter(clock, expiry_margin=expiry_margin)
         self._down_since: float | None = None  # monotonic time the current outage began
         self._retry_at = 0.0
-        kwargs = self._redis.connection_pool.connection_kwargs
-        self._where = f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
+        self._where = self._client.where
         self.unavailable_total = 0
 
     @property
@@ -385,9 +386,9 @@ class RedisLimiter:
 
     async def _run(self, keys: list[str], args: list[int]) -> list[int]:
         try:
-            return await self._redis.evalsha(_SCRIPT_SHA, len(keys), *keys, *args)
+            return await self._client.call("EVALSHA", _SCRIPT_SHA, len(keys), *keys, *args)
         except NoScriptError:  # a restarted or flushed Redis: EVAL runs it and caches it again
-            return await self._redis.eval(_SCRIPT, len(keys), *keys, *args)
+            return await self._client.call("EVAL", _SCRIPT, len(keys), *keys, *args)
 
     def _without_redis(self, checks: Sequence[LimitCheck]) -> LimitDecision:
         self.unavailable_total += 1
@@ -403,13 +404,8 @@ class RedisLimiter:
             logger.warning("Rate-limit Redis at %s unavailable (%s: %s); %s until it is back", self._where,
                            type(exc).__name__, exc,
                            "counting per process" if self._fail_open else "refusing limited requests")
-        # Pooled connections opened before the outage are dead; without this each
-        # would fail once after Redis is back, stretching the outage by one retry
-        # interval per stale connection. Connections in use fail on their own.
-        try:
-            await self._redis.connection_pool.disconnect(inuse_connections=False)
-        except (RedisError, OSError):
-            pass
+        # The connection is dead or out of step: the next probe connects afresh.
+        await self._client.reset()
 
     def _came_back(self) -> None:
         outage = time.monotonic() - (self._down_since or 0.0)
@@ -418,4 +414,4 @@ class RedisLimiter:
                        self._where, outage, self.unavailable_total)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._client.close()

@@ -28,10 +28,13 @@ KNOWN_GAUGES: dict[str, str] = {
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
+_CLASSES = ("5xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
 def status_class(status: int) -> str:
     """`2xx` … `5xx` (1xx for protocol upgrades); a status out of range counts as 5xx."""
     hundreds = status // 100
-    return f"{hundreds}xx" if 1 <= hundreds <= 5 else "5xx"
+    return _CLASSES[hundreds] if 1 <= hundreds <= 5 else "5xx"
 
 
 def _label(value: str) -> str:

@@ -2,8 +2,9 @@
 
 Per request: route by path prefix → match mapping rules → read the credential
 → resolve app, partner and access from the snapshot (dict lookups) → check and
-consume every applicable limit atomically → stream to the upstream through one
-pooled aiohttp session → stream the answer back → record usage in memory.
+consume every applicable limit atomically → stream to the upstream over a pooled
+keep-alive connection (accord.gateway.upstream; aiohttp for https:// upstreams)
+→ stream the answer back → record usage in memory.
 No framework, no database call, no Pydantic here.
 """
 from __future__ import annotations
@@ -16,13 +17,15 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 import aiohttp
+import yarl
 
 from accord.gateway import snapshot as s
-from accord.gateway.limits import LimitCheck, LimiterUnavailable, policy_item, ratelimit_item
+from accord.gateway.limits import LimitCheck, LimiterUnavailable, policy_item, ratelimit_item_quoted, sf_string
 from accord.gateway.problems import PROBLEM_CONTENT_TYPE, problem
+from accord.gateway.upstream import Origin, UpstreamClient, UpstreamTimeout, UpstreamUnreachable, parse_origin
 
 log = logging.getLogger("accord.gateway")
 
@@ -32,6 +35,8 @@ SECRET_HEADER = b"x-accord-gateway-secret"
 SANDBOX_PATH = "/sandbox"
 THRESHOLDS = (50, 80, 90, 100)  # percent of a limit that makes a usage.limit_threshold event
 _TEMPLATE_VAR = re.compile(r"\{[^/}]+\}")
+ANSWER_HOP_BY_HOP = HOP_BY_HOP - {b"content-length"}  # dropped from answers (the length is kept)
+_UNPARSED: Any = object()
 
 
 class Gateway:
@@ -43,17 +48,31 @@ class Gateway:
         self.limiter = limiter
         self.recorder = recorder
         self.metrics = metrics
+        self._connect_timeout = connect_timeout
+        self._upstream_timeout = upstream_timeout
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=upstream_timeout)
         self._clock = clock
-        self.http: aiohttp.ClientSession | None = None
+        self.upstream: UpstreamClient | None = None  # plain-http upstreams
+        self.http: aiohttp.ClientSession | None = None  # https upstreams, made on first use
+        self._origins: dict[str, Origin | None] = {}  # upstream base URL -> parsed (None: not plain http)
         self._mock_patterns: dict[str, re.Pattern[str]] = {}
+        self._policies: dict[tuple[Any, ...], tuple[str, bytes, str]] = {}
+
+    @property
+    def limiter(self) -> Any:
+        return self._limiter
+
+    @limiter.setter
+    def limiter(self, limiter: Any) -> None:
+        self._limiter = limiter
+        self._consume_now = getattr(limiter, "consume_now", None)  # in memory: decided without a coroutine
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-        self.http = aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                                          skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+        self.upstream = UpstreamClient(connect_timeout=self._connect_timeout, read_timeout=self._upstream_timeout)
 
     async def close(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
         if self.http is not None:
             await self.http.close()
 
@@ -157,13 +176,14 @@ class Gateway:
                       for limit in access.limits if limit.metric_id in totals]
             if checks:
                 try:
-                    decision = await self.limiter.consume(checks)
+                    consume_now = self._consume_now
+                    decision = consume_now(checks) if consume_now is not None else await self.limiter.consume(checks)
                 except LimiterUnavailable:
                     return await self._deny(send, ctx, s.LIMITER_UNAVAILABLE)
-                name = _policy_name(api, decision)
+                name, policy, quoted = self._policy(api, decision)
                 reset = decision.reset if decision.window is not None else None  # eternity never resets
-                rate_headers = [(b"ratelimit-policy", policy_item(name, decision.limit, decision.window).encode()),
-                                (b"ratelimit", ratelimit_item(name, decision.remaining, reset).encode())]
+                rate_headers = [(b"ratelimit-policy", policy),
+                                (b"ratelimit", ratelimit_item_quoted(quoted, decision.remaining, reset).encode())]
                 if decision.allowed:
                     self._note_threshold(app, api, checks, decision.used)
                 if not decision.allowed:
@@ -178,12 +198,30 @@ class Gateway:
             if ctx.environment == "sandbox" and api.mock_examples:
                 return await self._mock(send, ctx, api, method, rest, rate_headers)
             return await self._deny(send, ctx, s.NO_UPSTREAM, f"{api.slug} has no {ctx.environment} upstream")
-        await self._forward(scope, receive, send, ctx, api, app, upstream, rest, query, headers, rate_headers)
+        await self._forward(scope, receive, send, ctx, api, app, upstream, rest, headers, rate_headers)
+
+    def _policy(self, api: s.ApiEntry, decision: Any) -> tuple[str, bytes, str]:
+        """The decision's policy name `<metric>-<period>`, its RateLimit-Policy item and its name as an sf-string.
+
+        Kept per (API, metric, period, limit, window): the same few strings would otherwise be built per request.
+        """
+        metric_id = (decision.key or "").rsplit("|", 1)[-1]
+        ident = (api.id, metric_id, decision.period, decision.limit, decision.window)
+        known = self._policies.get(ident)
+        if known is None:
+            if len(self._policies) >= 10_000:  # bounded: plans and metrics change over a long run
+                self._policies.clear()
+            name = f"{api.metric_names.get(metric_id, 'hits')}-{decision.period}"
+            known = self._policies[ident] = (name, policy_item(name, decision.limit, decision.window).encode(),
+                                             sf_string(name))
+        return known
 
     def _note_threshold(self, app: s.AppEntry, api: s.ApiEntry, checks: list[LimitCheck],
                         used: tuple[int, ...]) -> None:
         """Tell the recorder about every limit this request took across 50/80/90/100 %."""
         for check, after in zip(checks, used):
+            if after * 2 < check.limit:
+                continue  # below 50 %: the usual case, decided without the list below
             before = after - check.delta
             crossed = [p for p in THRESHOLDS if before * 100 < p * check.limit <= after * 100]
             if crossed:
@@ -193,20 +231,76 @@ class Gateway:
                                                    period=check.period, limit=check.limit, percent=crossed[-1])
 
     async def _forward(self, scope: dict[str, Any], receive: Any, send: Any, ctx: _Context, api: s.ApiEntry,
-                       app: s.AppEntry, upstream: str, rest: str, query: list[tuple[str, str]],
-                       headers: list[tuple[bytes, bytes]], rate_headers: list[tuple[bytes, bytes]]) -> None:
-        if api.credential_location == "query":
-            name = api.credential_name or "api_key"
-            query = [(k, v) for k, v in query if k != name]
-        url = upstream + rest + ("?" + urlencode(query) if query else "")
-        out_headers = _upstream_headers(scope, headers, api, app)
-        has_body = _header(headers, b"content-length") not in (None, b"0") or _header(headers, b"transfer-encoding")
-        assert self.http is not None
+                       app: s.AppEntry, upstream: str, rest: str, headers: list[tuple[bytes, bytes]],
+                       rate_headers: list[tuple[bytes, bytes]]) -> None:
+        origin = self._origins.get(upstream, _UNPARSED)
+        if origin is _UNPARSED:
+            origin = self._origins[upstream] = parse_origin(upstream)
+        target = _target(scope, rest, api)
+        length = _header(headers, b"content-length")
+        chunked = length is None and _header(headers, b"transfer-encoding") is not None
+        has_body = chunked or (length is not None and length != b"0")
+        if origin is None:  # https: through aiohttp
+            return await self._forward_aiohttp(scope, receive, send, ctx, api, app, upstream, target, headers,
+                                               rate_headers, has_body)
+        method: str = scope["method"]
+        head = [method.encode(), b" ", origin.base_path, target, b" HTTP/1.1\r\nhost: ", origin.host_header, b"\r\n"]
+        for name, value in _upstream_headers(scope, headers, api, app):
+            head += (name, b": ", value, b"\r\n")
+        if has_body:
+            head.append(b"transfer-encoding: chunked\r\n\r\n" if chunked else b"content-length: " + length + b"\r\n\r\n")
+        else:
+            head.append(b"\r\n")
+        upstream_started = time.perf_counter()
+        try:
+            answer, connection = await self.upstream.request(origin, method, b"".join(head),
+                                                             (lambda: _body(receive)) if has_body else None, chunked)
+        except UpstreamTimeout:
+            return await self._deny(send, ctx, s.UPSTREAM_TIMEOUT)
+        except UpstreamUnreachable:
+            return await self._deny(send, ctx, s.UPSTREAM_UNREACHABLE)
+        except ClientGone:
+            ctx.status = CLIENT_CLOSED_REQUEST  # the upstream connection was closed mid-body, nothing to answer
+            return
+        try:
+            ctx.status = answer.status
+            out = [pair for pair in answer.headers if pair[0] not in ANSWER_HOP_BY_HOP]
+            if rate_headers:
+                out += rate_headers
+            await send({"type": "http.response.start", "status": answer.status, "headers": out})
+            if answer.complete:  # the usual small answer: already all here, one write
+                await send({"type": "http.response.body", "body": await answer.read(), "more_body": False})
+                return
+            try:
+                while chunk := await answer.read():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (UpstreamTimeout, UpstreamUnreachable):
+                # Headers are gone already; all we can do is cut the answer short.
+                log.warning("upstream of %s broke off mid-answer", api.slug)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            ctx.upstream_latency = time.perf_counter() - upstream_started
+            self.upstream.release(connection)
+
+    async def _forward_aiohttp(self, scope: dict[str, Any], receive: Any, send: Any, ctx: _Context, api: s.ApiEntry,
+                               app: s.AppEntry, upstream: str, target: bytes, headers: list[tuple[bytes, bytes]],
+                               rate_headers: list[tuple[bytes, bytes]], has_body: bool) -> None:
+        """The path for https:// upstreams (TLS through aiohttp's pooled session, made on first use)."""
+        if self.http is None:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+            self.http = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                              cookie_jar=aiohttp.DummyCookieJar(),
+                                              skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+        url = yarl.URL(upstream.rstrip("/") + target.decode("latin-1"), encoded=True)
+        out_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in _upstream_headers(scope, headers, api, app)]
         upstream_started = time.perf_counter()
         try:
             response = await self.http.request(scope["method"], url, headers=out_headers, allow_redirects=False,
                                                data=_body(receive) if has_body else None, timeout=self._timeout,
                                                compress=None)
+        except ClientGone:
+            ctx.status = CLIENT_CLOSED_REQUEST
+            return
         except asyncio.TimeoutError:
             return await self._deny(send, ctx, s.UPSTREAM_TIMEOUT)
         except aiohttp.ClientError:
@@ -222,7 +316,6 @@ class Gateway:
                 async for chunk in response.content.iter_chunked(65536):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (asyncio.TimeoutError, aiohttp.ClientError):
-                # Headers are gone already; all we can do is cut the answer short.
                 log.warning("upstream of %s broke off mid-answer", api.slug)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -336,12 +429,6 @@ def _with_ancestors(api: s.ApiEntry, matched: list[tuple[str, int]]) -> dict[str
     return totals
 
 
-def _policy_name(api: s.ApiEntry, decision: Any) -> str:
-    """`<metric>-<period>` of the tightest (or the exceeded) limit."""
-    key = decision.key or ""
-    return f"{api.metric_names.get(key.rsplit('|', 1)[-1], 'hits')}-{decision.period}"
-
-
 def stripped_headers(credential_location: str, credential_name: str) -> frozenset[bytes]:
     """Request headers never forwarded upstream for an API (computed once, in its snapshot entry)."""
     drop = set(HOP_BY_HOP) | {SECRET_HEADER, b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
@@ -356,30 +443,63 @@ def stripped_headers(credential_location: str, credential_name: str) -> frozense
 
 
 def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]], api: s.ApiEntry,
-                      app: s.AppEntry) -> list[tuple[str, str]]:
+                      app: s.AppEntry) -> list[tuple[bytes, bytes]]:
+    """The caller's headers minus what is never forwarded, plus X-Forwarded-* and ours (Host is the upstream's)."""
     drop: frozenset[bytes] | set[bytes] = api.stripped_headers
     connection = _header(headers, b"connection")
     if connection:
         drop = drop | {token.strip().lower() for token in connection.split(b",")}
-    out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k not in drop]
+    out = [pair for pair in headers if pair[0] not in drop]
     client = scope.get("client")
     prior = _header(headers, b"x-forwarded-for")
-    forwarded_for = ((prior.decode("latin-1") + ", ") if prior else "") + (client[0] if client else "")
+    address = client[0].encode() if client else b""
+    out += [(b"x-forwarded-for", prior + b", " + address if prior else address),
+            (b"x-forwarded-proto", b"https" if scope.get("scheme") == "https" else b"http"),
+            (SECRET_HEADER, api.upstream_secret.encode())]
     host = _header(headers, b"host")
-    out += [("X-Forwarded-For", forwarded_for), ("X-Forwarded-Proto", scope.get("scheme", "http")),
-            ("X-Accord-Gateway-Secret", api.upstream_secret)]
     if host:
-        out.append(("X-Forwarded-Host", host.decode("latin-1")))
+        out.append((b"x-forwarded-host", host))
     if api.forward_identity:
-        out += [("X-Accord-Partner", app.partner_id), ("X-Accord-Application", app.id)]
+        out += [(b"x-accord-partner", app.partner_id.encode()), (b"x-accord-application", app.id.encode())]
     return out
+
+
+def _target(scope: dict[str, Any], rest: str, api: s.ApiEntry) -> bytes:
+    """The path after the API's prefix as the caller encoded it (%2F stays %2F), and the query without the key."""
+    raw: bytes | None = scope.get("raw_path")
+    path = None
+    if raw is not None:
+        routed = scope["path"]
+        sandbox = routed == SANDBOX_PATH or routed.startswith(SANDBOX_PATH + "/")
+        prefix = ((SANDBOX_PATH if sandbox else "") + api.prefix).encode()
+        if raw.startswith(prefix):
+            path = raw[len(prefix):] or b"/"
+    if path is None:
+        path = _quoted(rest)
+    query: bytes = scope.get("query_string", b"")
+    if query and api.credential_location == "query":
+        name = (api.credential_name or "api_key").encode()
+        query = b"&".join(part for part in query.split(b"&")
+                          if unquote_to_bytes(part.split(b"=", 1)[0].replace(b"+", b" ")) != name)
+    return path + b"?" + query if query else path
+
+
+def _quoted(path: str) -> bytes:
+    return quote(path, safe="/:@!$&'()*+,;=-._~%").encode("ascii")
+
+
+class ClientGone(Exception):
+    """The caller disconnected before its request body was complete: the upstream must not get a cut body."""
+
+
+CLIENT_CLOSED_REQUEST = 499  # recorded (nginx's code) when the caller left mid-upload; never sent
 
 
 async def _body(receive: Any) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return
+            raise ClientGone  # not a normal end: the body's final chunk must not be sent upstream
         chunk = message.get("body", b"")
         if chunk:
             yield chunk

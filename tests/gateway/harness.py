@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +32,14 @@ class EchoUpstream:
         size = 0
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the request never came whole: not recorded
             size += len(message.get("body", b""))
             if not message.get("more_body"):
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        record = {"method": scope["method"], "path": scope["path"], "query": scope["query_string"].decode(),
+        record = {"method": scope["method"], "path": scope["path"], "raw_path": scope["raw_path"].decode(),
+                  "query": scope["query_string"].decode(),
                   "headers": headers, "body_bytes": size}
         self.seen.append(record)
         if scope["path"].endswith("/slow"):
@@ -84,3 +89,24 @@ async def committed(database_url: str, build: Any) -> Any:
             return result
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def serve_gateway(app: Any) -> AsyncIterator[str]:
+    """Serve the gateway as `accord gateway` does (accord.gateway.server) on a free port in this event loop."""
+    from accord.gateway.server import bind, serve as serve_http
+
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    stop, started = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve_http(app, sock, stop=stop, started=started.set, shutdown_timeout=5))
+    while not started.is_set():
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await task
+        sock.close()

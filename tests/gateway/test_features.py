@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from accord.apps.models import ApplicationSubscription, Credential, CredentialKind, Environment
 from accord.catalog.models import Api, CredentialLocation, Metric
 from accord.core.db import create_engine, session_factory
-from accord.gateway.app import UVICORN_OPTIONS, GatewayApp
+from accord.gateway.app import GatewayApp
 from accord.plans.models import Period
 from accord.usage.models import FirstCall, UsageCount
-from tests.gateway.harness import EchoUpstream, Running, committed, gateway_settings, serve
+from tests.gateway.harness import EchoUpstream, Running, committed, gateway_settings, serve, serve_gateway
 
 PETS = {
     "openapi": "3.0.3", "info": {"title": "Pets", "version": "1"},
@@ -63,7 +63,7 @@ async def running(fresh_database_url: str):
     async with serve(upstream) as upstream_url:
         data = await committed(fresh_database_url, lambda f, s: _seed(f, s, upstream_url))
         app = GatewayApp(gateway_settings(fresh_database_url))
-        async with serve(app, **UVICORN_OPTIONS) as url:
+        async with serve_gateway(app) as url:
             yield Running(url, app, upstream, fresh_database_url, data)
 
 
@@ -72,9 +72,14 @@ async def test_credential_locations(running: Running) -> None:
     async with httpx.AsyncClient(base_url=running.url) as c:
         by_header = await c.get("/header/a", headers={"X-Partner-Key": keys["header"]})
         assert by_header.status_code == 200 and "x-partner-key" not in by_header.json()["headers"]
+        # HEAD: the upstream's headers and no body, the connections reusable after it.
+        head = await c.head("/header/a", headers={"X-Partner-Key": keys["header"]})
+        assert head.status_code == 200 and head.content == b"" and head.headers["x-upstream"] == "echo"
+        posted = await c.post("/header/a", headers={"X-Partner-Key": keys["header"]}, content=b"x" * 70_000)
+        assert posted.status_code == 200 and posted.json()["body_bytes"] == 70_000
         assert (await c.get("/header/a", headers={"Authorization": f"Bearer {keys['header']}"})).status_code == 401
-        by_query = await c.get("/query/a", params={"key": keys["query"], "q": "1"})
-        assert by_query.status_code == 200 and by_query.json()["query"] == "q=1"  # the key is not forwarded
+        by_query = await c.get("/query/a", params={"q": "1", "key": keys["query"], "z": "a b"})
+        assert by_query.status_code == 200 and by_query.json()["query"] == "q=1&z=a+b"  # the key is not forwarded
         app_key = await c.get("/appkey/a", headers={"X-App-Id": running.data["appkey_public_id"],
                                                     "X-App-Key": keys["appkey"]})
         assert app_key.status_code == 200

@@ -13,14 +13,14 @@ import redis
 
 from accord.auth.actor import CLI_ACTOR
 from accord.demo.upstream import DemoUpstream
-from accord.gateway.app import UVICORN_OPTIONS, GatewayApp
+from accord.gateway.app import GatewayApp
 from accord.gateway.limits import MemoryLimiter
 from accord.plans.models import Period
 from accord.program.apply import apply_program
 from accord.program.document import load_document
 from accord.demo.setup import PROGRAM
 from tests.conftest import TEST_SECRET
-from tests.gateway.harness import EchoUpstream, committed, gateway_settings, serve
+from tests.gateway.harness import EchoUpstream, committed, gateway_settings, serve, serve_gateway
 from tests.gateway.test_limits import REDIS_URL, require_redis
 from tests.servers import free_port
 
@@ -37,7 +37,7 @@ async def test_the_demo_trial_plan_allows_100_gets_a_month_and_no_post(fresh_dat
         result = await committed(fresh_database_url, apply)
         dana = next(s.secret for s in result.secrets if s.partner == "dana-dev")
         gateway = GatewayApp(gateway_settings(fresh_database_url))
-        async with serve(gateway, **UVICORN_OPTIONS) as url:
+        async with serve_gateway(gateway) as url:
             headers = {"Authorization": f"Bearer {dana}"}
             async with httpx.AsyncClient(base_url=url) as c:
                 first = await c.get("/sandbox/social/users", headers=headers)
@@ -84,7 +84,7 @@ async def test_a_month_limit_resets_at_the_calendar_boundary(fresh_database_url:
                                     lambda f, s: _limited_program(f, s, upstream_url, 2, Period.month))
         gateway = GatewayApp(gateway_settings(fresh_database_url))
         gateway.limiter = gateway.gateway.limiter = MemoryLimiter(clock=lambda: now[0])
-        async with serve(gateway, **UVICORN_OPTIONS) as url:
+        async with serve_gateway(gateway) as url:
             headers = {"Authorization": f"Bearer {secret}"}
             async with httpx.AsyncClient(base_url=url) as c:
                 assert [(await c.get("/limited/x", headers=headers)).status_code for _ in range(3)] == [200, 200, 429]

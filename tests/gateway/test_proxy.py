@@ -17,7 +17,7 @@ from accord.gateway.app import UVICORN_OPTIONS, GatewayApp
 from accord.partners.models import Audience, PartnerStatus
 from accord.plans.models import Period, PlanDisabledMetric
 from accord.subscriptions.models import SubscriptionState
-from tests.gateway.harness import EchoUpstream, Running, committed, gateway_settings, serve
+from tests.gateway.harness import EchoUpstream, Running, committed, gateway_settings, serve, serve_gateway
 
 
 async def _seed(f, session, upstream: str) -> dict[str, Any]:
@@ -64,13 +64,15 @@ async def _seed(f, session, upstream: str) -> dict[str, Any]:
     return {"keys": keys, "api_id": str(api.id), "partner_id": str(partner.id), "app_id": str(app.id)}
 
 
-@pytest.fixture
-async def running(fresh_database_url: str):
+@pytest.fixture(params=["accord-server", "uvicorn"])
+async def running(request: pytest.FixtureRequest, fresh_database_url: str):
+    """The gateway on its own server (as `accord gateway` runs it) and, being a plain ASGI app, under uvicorn."""
     upstream = EchoUpstream()
     async with serve(upstream) as upstream_url:
         data = await committed(fresh_database_url, lambda f, s: _seed(f, s, upstream_url))
         app = GatewayApp(gateway_settings(fresh_database_url))
-        async with serve(app, **UVICORN_OPTIONS) as url:
+        server = serve_gateway(app) if request.param == "accord-server" else serve(app, **UVICORN_OPTIONS)
+        async with server as url:
             yield Running(url, app, upstream, fresh_database_url, data)
 
 
@@ -133,6 +135,9 @@ async def test_forwarding_headers_and_environment(running: Running) -> None:
         assert sent["x-accord-gateway-secret"] == upstream_secret(TEST_SECRET, running.data["api_id"])
         sandbox = await c.get("/sandbox/social/users", headers=_bearer(keys["sandbox"]))
         assert sandbox.status_code == 200 and sandbox.json()["path"] == "/sbx/users"
+        # The caller's encoding of the path reaches the upstream as it was sent (%2F is not a slash).
+        encoded = await c.get("/social/files/a%2Fb%20c", headers=_bearer(keys["good"]))
+        assert encoded.json()["raw_path"] == "/prod/files/a%2Fb%20c" and encoded.json()["path"] == "/prod/files/a/b c"
 
 
 async def test_large_bodies_stream_both_ways(running: Running) -> None:
@@ -207,3 +212,18 @@ async def test_gateway_keeps_serving_when_the_database_is_unreachable(running: R
         assert (await c.get("/social/x", headers=_bearer(keys["good"]))).status_code == 200
         health = (await c.get("/healthz")).json()
         assert health["database"] == "unreachable" and health["status"] == "ok"
+
+
+async def test_a_caller_leaving_mid_upload_never_reaches_the_upstream_as_complete(running: Running) -> None:
+    port = int(running.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /social/cut HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n"
+                 b"Authorization: Bearer " + running.data["keys"]["good"].encode() + b"\r\n\r\n"
+                 b"400\r\n" + b"x" * 1024 + b"\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the first chunk is on its way upstream
+    writer.transport.abort()  # gone, without the final chunk
+    await asyncio.sleep(0.5)
+    assert not [seen for seen in running.upstream.seen if seen["path"] == "/prod/cut"]
+    async with httpx.AsyncClient(base_url=running.url) as c:  # and the gateway carries on
+        assert (await c.get("/social/x", headers=_bearer(running.data["keys"]["good"]))).status_code == 200

@@ -1,0 +1,560 @@
+"""A small HTTP/1.1 server for the gateway: one asyncio protocol per connection, httptools, and ASGI to one app.
+
+Why not uvicorn here: with the upstream client made lean, uvicorn's protocol was the largest
+cost left outside our own code (about a fifth of the gateway's CPU per request, py-spy): a
+header-validation regex per response header, the head and the body written in two system
+calls, a keep-alive timer per response. This server does only what the gateway needs and
+writes a small answer (head and body) with one system call. The gateway stays a plain ASGI
+app, so it also runs under uvicorn (the tests check both); see bench/README.md for figures.
+
+What it does: HTTP/1.1 keep-alive (HTTP/1.0 closes unless asked), pipelined requests answered
+in order, request bodies by Content-Length or chunked with read flow control, `Expect:
+100-continue`, answers framed by the app's Content-Length, else chunked (HTTP/1.1) or by
+closing (HTTP/1.0), none for HEAD, 1xx, 204 and 304; write flow control; idle connections
+closed after `keepalive_timeout`; a malformed request gets 400 and the connection closed, an
+app that fails before answering a 500. `serve` runs the ASGI lifespan around the listening
+socket and stops on SIGTERM/SIGINT, letting requests in flight finish; `run` does that in
+`workers` processes sharing one socket (a supervisor restarts a worker that dies).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+log = logging.getLogger("accord.gateway.server")
+
+_HIGH_WATER = 256 * 1024  # buffered request body bytes that pause reading from the client
+_LOW_WATER = 64 * 1024
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus}
+_NO_BODY_STATUSES = frozenset({204, 304})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 11\r\nconnection: close\r\n\r\nBad Request"
+_SERVER_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ncontent-length: 21\r\n"
+                 b"connection: close\r\n\r\nInternal Server Error")
+
+
+class _Exchange:
+    """One request and its answer: the ASGI `receive` and `send` of one app call."""
+
+    __slots__ = ("connection", "scope", "chunks", "buffered", "body_done", "body_given", "discard", "waiter",
+                 "keep_alive", "expect_continue", "status", "headers", "head_sent", "chunked", "no_body", "finished",
+                 "head_request")
+
+    def __init__(self, connection: _Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
+        self.connection = connection
+        self.scope = scope
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.body_done = False
+        self.body_given = False  # the last body message (more_body False) was handed to the app
+        self.discard = False  # answered before its body was read: the rest of the body is dropped
+        self.waiter: asyncio.Future[None] | None = None
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.status = 0
+        self.headers: Any = None
+        self.head_sent = False
+        self.chunked = False
+        self.no_body = False
+        self.finished = False
+        self.head_request = scope["method"] == "HEAD"
+
+    # --- ASGI receive --------------------------------------------------------------------------
+
+    async def receive(self) -> dict[str, Any]:
+        connection = self.connection
+        while not self.chunks and not self.body_done and not connection.lost:
+            if self.expect_continue:
+                self.expect_continue = False
+                connection.write(_CONTINUE)
+            await self._wait()
+        if self.chunks or (self.body_done and not self.body_given):
+            chunks = self.chunks
+            body = b"" if not chunks else chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.chunks = []
+            self.buffered = 0
+            self.body_given = self.body_done
+            connection.body_taken()
+            return {"type": "http.request", "body": body, "more_body": not self.body_done}
+        # The whole body was handed over: the next ASGI message is the disconnect, when it comes.
+        while not connection.lost and not self.finished:
+            await self._wait()
+        return {"type": "http.disconnect"}
+
+    async def _wait(self) -> None:
+        self.waiter = self.connection.loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- ASGI send -------------------------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if self.headers is None or self.finished:
+                raise RuntimeError(f"{kind} out of turn")
+            more = message.get("more_body", False)
+            body = message.get("body", b"")
+            connection = self.connection
+            if not self.head_sent:
+                data = self._head(body, more)
+            else:
+                data = b""
+            if body and not self.no_body:
+                if self.chunked:
+                    data += b"%x\r\n%b\r\n" % (len(body), body)
+                else:
+                    data = data + body if data else body
+            if not more:
+                self.finished = True
+                if self.chunked:
+                    data += b"0\r\n\r\n"
+            if data and not connection.lost:
+                connection.write(data)
+                if not connection.can_write:
+                    await connection.drain()
+            if not more:
+                connection.exchange_done(self)
+            return
+        if kind == "http.response.start":
+            if self.headers is not None:
+                raise RuntimeError("http.response.start sent twice")
+            self.status = message["status"]
+            self.headers = message.get("headers", ())
+            return
+        raise RuntimeError(f"unexpected ASGI message {kind!r}")
+
+    def _head(self, body: bytes, more: bool) -> bytes:
+        """The status line and headers, with the framing the answer needs."""
+        self.head_sent = True
+        status = self.status
+        line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
+        parts = [line]
+        length_given = False
+        for name, value in self.headers:
+            name = name.lower()
+            if name == b"content-length":
+                length_given = True
+            elif name == b"transfer-encoding" or name == b"connection":
+                continue  # framing and connection handling are this server's
+            parts += (name, b": ", value, b"\r\n")
+        self.no_body = self.head_request or status in _NO_BODY_STATUSES or status < 200
+        if not self.no_body and not length_given:
+            if not more:
+                parts.append(b"content-length: %d\r\n" % len(body))
+            elif self.scope["http_version"] == "1.1":
+                self.chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self.keep_alive = False  # HTTP/1.0: the end of the connection ends the body
+        if not self.keep_alive or self.connection.closing:
+            self.keep_alive = False
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests, runs the app for each in turn."""
+
+    def __init__(self, server: _Server) -> None:
+        self.server = server
+        self.app = server.app
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpRequestParser(self)
+        self.lost = False
+        self.closing = False  # shutting down: close after the answer in progress
+        self.half_closed = False  # the client sent all it will send: close after the last answer
+        self.can_write = True
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self.idle_ticks = 0
+        self.client: tuple[str, int] | None = None
+        self.local: tuple[str, int] | None = None
+        self.current: _Exchange | None = None  # the exchange being answered
+        self.parsing: _Exchange | None = None  # the exchange whose request is being read
+        self.queued: deque[_Exchange] = deque()  # pipelined requests waiting for their turn
+        self._ready: asyncio.Future[None] | None = None  # the worker task waits on it for the next request
+        self._paused = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+
+    # --- transport callbacks ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self.local = (local[0], local[1]) if isinstance(local, tuple) else None
+        self.server.connections.add(self)
+        self.loop.create_task(self._work())
+
+    def data_received(self, data: bytes) -> None:
+        self.idle_ticks = 0
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade:
+            self._refuse()  # no protocol upgrades (WebSocket) through the gateway
+        except HttpParserError:
+            self._refuse()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.server.connections.discard(self)
+        for exchange in (self.current, self.parsing, *self.queued):
+            if exchange is not None:
+                exchange.wake()
+        self._wake_drain()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        """The client finished sending (a half-close): answer what it asked, then close."""
+        if self.parsing is not None or (self.current is None and not self.queued):
+            return None  # a request body that can no longer be complete, or nothing to answer: close
+        self.half_closed = True
+        return True  # keep the transport open to write the answers; exchange_done closes it
+
+    def pause_writing(self) -> None:
+        self.can_write = False
+
+    def resume_writing(self) -> None:
+        self.can_write = True
+        self._wake_drain()
+
+    # --- httptools callbacks -----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        url = self._url
+        raw_path, _, query = url.partition(b"?")
+        if raw_path[:1] != b"/":  # absolute-form (a proxy request) or "*": keep the path part only
+            raw_path = b"/" + raw_path.split(b"/", 3)[3] if raw_path.count(b"/") >= 3 else b"/"
+        raw_path = raw_path.partition(b"#")[0]
+        path = raw_path.decode("latin-1") if b"%" not in raw_path else unquote(raw_path.decode("latin-1"))
+        headers = self._headers
+        expect_continue = False
+        for name, value in headers:
+            if name == b"expect" and value.lower() == b"100-continue":
+                expect_continue = True
+        scope = {"type": "http", "asgi": _ASGI, "http_version": parser.get_http_version(), "server": self.local,
+                 "client": self.client, "scheme": "http", "method": parser.get_method().decode("ascii"),
+                 "root_path": "", "path": path, "raw_path": raw_path, "query_string": query.partition(b"#")[0],
+                 "headers": headers}
+        exchange = _Exchange(self, scope, parser.should_keep_alive(), expect_continue)
+        self.parsing = exchange
+        if self.current is None:
+            self._start(exchange)
+        else:
+            self.queued.append(exchange)
+            self._pause()  # pipelining: read no further until this one's turn
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.parsing
+        if exchange is None or exchange.discard:
+            return
+        exchange.chunks.append(body)
+        exchange.buffered += len(body)
+        if exchange.buffered > _HIGH_WATER:
+            self._pause()
+        exchange.wake()
+
+    def on_message_complete(self) -> None:
+        exchange = self.parsing
+        if exchange is not None:
+            exchange.body_done = True
+            exchange.expect_continue = False
+            exchange.wake()
+            self.parsing = None
+
+    # --- running the app --------------------------------------------------------------------------
+
+    def _start(self, exchange: _Exchange) -> None:
+        self.current = exchange
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+
+    async def _work(self) -> None:
+        """The connection's one task: runs the app for each request in turn.
+
+        (A task per connection rather than per request: creating a task cost more than the
+        future that wakes this one.)
+        """
+        done: _Exchange | None = None
+        while not self.lost:
+            exchange = self.current
+            if exchange is None or exchange is done:
+                self._ready = self.loop.create_future()
+                try:
+                    await self._ready
+                finally:
+                    self._ready = None
+                continue
+            done = exchange
+            if not await self._run(exchange):
+                return
+
+    async def _run(self, exchange: _Exchange) -> bool:
+        """Run the app for one request; False when the connection cannot go on."""
+        try:
+            await self.app(exchange.scope, exchange.receive, exchange.send)
+        except Exception:
+            log.exception("the gateway failed on %s %s", exchange.scope["method"], exchange.scope["path"])
+            if not exchange.head_sent and not self.lost:
+                self.write(_SERVER_ERROR)
+            self.close()
+            return False
+        if not exchange.finished:
+            if not exchange.head_sent and not self.lost:
+                log.error("the gateway returned without answering %s %s", exchange.scope["method"],
+                          exchange.scope["path"])
+                self.write(_SERVER_ERROR)
+            self.close()  # an answer cut short: only closing tells the client
+            return False
+        return True
+
+    def exchange_done(self, exchange: _Exchange) -> None:
+        """The answer is written: go on with the next request, or close."""
+        if exchange is not self.current:
+            return
+        self.current = None
+        exchange.wake()  # an app waiting in receive() for the disconnect: the exchange is over
+        if not exchange.keep_alive or self.closing or self.lost:
+            self.close()
+            return
+        if not exchange.body_done:
+            # Answered without reading the whole body (a refusal, say): read the rest and drop it, so
+            # the connection stays usable and the client is not reset while it is still sending.
+            exchange.discard = True
+            exchange.chunks = []
+            exchange.buffered = 0
+        if self.queued:
+            self._start(self.queued.popleft())
+        elif self.half_closed and self.parsing is None:
+            self.close()
+            return
+        if self._paused and (self.parsing is None or self.parsing.discard or self.parsing.buffered <= _LOW_WATER):
+            self._resume()
+
+    def body_taken(self) -> None:
+        if self._paused and not self.queued:
+            self._resume()
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        while not self.can_write and not self.lost:
+            self._drain_waiter = self.loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    def _wake_drain(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused and self.transport is not None and not self.lost:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def _refuse(self) -> None:
+        if self.current is None:
+            self.write(_BAD_REQUEST)
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def tick(self, keepalive_ticks: int) -> None:
+        """Called every second: close the connection once idle for `keepalive_ticks` seconds."""
+        if self.current is None and self.parsing is None:
+            self.idle_ticks += 1
+            if self.idle_ticks >= keepalive_ticks or self.closing:
+                self.close()
+
+    def shut(self) -> None:
+        """Shutdown: close now if idle, else after the answer in progress."""
+        self.closing = True
+        if self.current is None and self.parsing is None:
+            self.close()
+
+
+class _Server:
+    def __init__(self, app: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.loop = loop
+        self.connections: set[_Connection] = set()
+
+
+async def _lifespan(app: Any, phase: str, state: dict[str, Any]) -> None:
+    """Run the ASGI lifespan's startup (a task that then waits for the shutdown) or its shutdown."""
+    if phase == "startup":
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        state.update(inbox=inbox, outbox=outbox)
+
+        async def run() -> None:
+            try:
+                await app({"type": "lifespan", "asgi": _ASGI, "state": {}}, inbox.get, outbox.put)
+            except Exception as exc:  # an app without lifespan support: nothing to start or stop
+                await outbox.put({"type": "lifespan.unsupported", "message": repr(exc)})
+
+        state["task"] = asyncio.get_running_loop().create_task(run())
+        await inbox.put({"type": "lifespan.startup"})
+        answer = await outbox.get()
+        if answer["type"] == "lifespan.startup.failed":
+            raise RuntimeError(f"the gateway failed to start: {answer.get('message', '')}")
+        state["supported"] = answer["type"] == "lifespan.startup.complete"
+        return
+    if state.get("supported"):
+        await state["inbox"].put({"type": "lifespan.shutdown"})
+        await state["outbox"].get()
+    await asyncio.gather(state["task"], return_exceptions=True)
+
+
+async def serve(app: Any, sock: socket.socket, *, keepalive_timeout: int = 5, shutdown_timeout: float = 30.0,
+                stop: asyncio.Event | None = None, started: Callable[[], None] | None = None) -> None:
+    """Serve `app` on a listening socket until `stop` is set (or SIGTERM/SIGINT when `stop` is None)."""
+    loop = asyncio.get_running_loop()
+    lifespan: dict[str, Any] = {}
+    await _lifespan(app, "startup", lifespan)
+    server_state = _Server(app, loop)
+    server = await loop.create_server(lambda: _Connection(server_state), sock=sock, backlog=2048)
+    if stop is None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for connection in list(server_state.connections):
+                connection.tick(keepalive_timeout)
+
+    sweeper = loop.create_task(sweep())
+    if started is not None:
+        started()
+    try:
+        await stop.wait()
+    finally:
+        server.close()  # no new connections; those open finish what they are answering
+        for connection in list(server_state.connections):
+            connection.shut()
+        deadline = time.monotonic() + shutdown_timeout
+        while server_state.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(server_state.connections):
+            connection.close()
+        sweeper.cancel()
+        await _lifespan(app, "shutdown", lifespan)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def run(app_factory: Callable[[], Any], host: str, port: int, *, workers: int = 1) -> None:
+    """Serve in this process (workers=1) or in `workers` forked processes accepting from one socket."""
+    import uvloop
+
+    sock = bind(host, port)
+    if workers <= 1:
+        uvloop.run(serve(app_factory(), sock))
+        return
+    children: dict[int, int] = {}  # pid -> worker number
+    stopping = False
+
+    def start(number: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: its own loop and app, the parent's socket
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(signum, signal.SIG_DFL)
+            code = 0
+            try:
+                uvloop.run(serve(app_factory(), sock))
+            except BaseException:  # noqa: BLE001 - report and leave with a failure code
+                log.exception("gateway worker %d failed", number)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = number
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for number in range(workers):
+        start(number)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        number = children.pop(pid, None)
+        if number is not None and not stopping:
+            log.error("gateway worker %d (pid %d) died (status %d); starting another", number, pid, status)
+            time.sleep(0.5)
+            start(number)
+    sock.close()
+    sys.stdout.flush()
