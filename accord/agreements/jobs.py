@@ -73,4 +73,4 @@ async def notify_deadlines(session: AsyncSession, *, limit: int = 500) -> int:
 class DeadlineNotifier(PeriodicJob):
     """A worker dispatcher (see accord.worker): one pass a minute; cheap when nothing is pending."""
 
-    run = staticmethod(notify_deadlines)
+    job = staticmethod(notify_deadlines)

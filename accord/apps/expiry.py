@@ -48,4 +48,4 @@ async def notify_expiring(session, *, limit: int = 500) -> int:
 class ExpiryNotifier(PeriodicJob):
     """A worker dispatcher (see accord.worker): one pass a minute; cheap when nothing is due."""
 
-    run = staticmethod(notify_expiring)
+    job = staticmethod(notify_expiring)

@@ -10,7 +10,8 @@ from accord.core.db import create_engine, session_factory, session_scope
 class PeriodicJob:
     """A worker dispatcher whose pass is `run(session) -> how much it did`, committed when it returns.
 
-    Subclasses set `run` (a staticmethod) and, if a minute is not right, `poll_interval`.
+    Subclasses set `job` (a staticmethod) and, if a minute is not right, `poll_interval`. (Not `run`:
+    the worker takes a dispatcher's `run(stop)` for a loop of its own.)
     """
 
     poll_interval = 60.0
@@ -20,7 +21,7 @@ class PeriodicJob:
         self._engine: AsyncEngine | None = None
 
     @staticmethod
-    async def run(session: AsyncSession) -> int:
+    async def job(session: AsyncSession) -> int:
         raise NotImplementedError
 
     async def start(self) -> None:
@@ -29,7 +30,7 @@ class PeriodicJob:
     async def run_once(self) -> int:
         assert self._engine is not None, "start() first"
         async with session_scope(session_factory(self._engine)) as session:
-            return await self.run(session)
+            return await self.job(session)
 
     async def close(self) -> None:
         if self._engine is not None:

@@ -26,7 +26,10 @@ async def test_expiring_credentials_are_announced_once(factory, session) -> None
 
 
 async def test_the_worker_job_commits_each_pass(fresh_database_url: str) -> None:
+    import asyncio
+
     from accord.apps.expiry import ExpiryNotifier
+    from accord.worker import run_worker
     from accord.core.config import Settings
     from accord.core.db import create_engine, session_factory, session_scope
     from tests.conftest import TEST_SECRET
@@ -44,7 +47,24 @@ async def test_the_worker_job_commits_each_pass(fresh_database_url: str) -> None
             assert (await job.run_once(), await job.run_once()) == (1, 0)  # the first pass was committed
         finally:
             await job.close()
+        # And the way the worker runs it (its protocol: start, run_once in a loop, close).
         async with session_scope(session_factory(engine)) as session:
-            assert await session.scalar(select(Event.id).where(Event.type == "credential.expiring_soon")) is not None
+            factory = Factory(session, TEST_SECRET)
+            await factory.credential(app, expires_at=utcnow() + timedelta(days=1))
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_worker(job.settings, stop, factories=[ExpiryNotifier]))
+        try:
+            for _ in range(100):
+                async with session_scope(session_factory(engine)) as session:
+                    if len((await session.scalars(select(Event.id).where(
+                            Event.type == "credential.expiring_soon"))).all()) == 2:
+                        break
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await running
+        async with session_scope(session_factory(engine)) as session:
+            assert len((await session.scalars(select(Event.id).where(
+                Event.type == "credential.expiring_soon"))).all()) == 2
     finally:
         await engine.dispose()
