@@ -27,6 +27,7 @@ REASONS: dict[str, tuple[int, str]] = {
     s.SUBSCRIPTION_INACTIVE: (403, "The subscription is not active"),
     s.LIMIT_REACHED: (429, "A usage limit has been reached"),
     s.NO_ROUTE: (404, "No API is served at this path"),
+    s.DOT_SEGMENT: (400, "The path has a . or .. segment"),
     s.NO_MAPPING_RULE: (404, "No mapping rule matches this request"),
     s.NO_UPSTREAM: (502, "The API has no upstream for this environment"),
     s.UPSTREAM_UNREACHABLE: (502, "The upstream could not be reached"),

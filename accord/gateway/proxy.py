@@ -104,6 +104,9 @@ class Gateway:
                      headers: list[tuple[bytes, bytes]], ctx: _Context) -> None:
         if snap.version == 0 and not snap.apis_by_prefix:
             return await self._deny(send, ctx, "snapshot-unavailable")
+        if "/." in path and _has_dot_segment(path):
+            # An upstream that normalises paths would resolve it outside the API's base path.
+            return await self._deny(send, ctx, s.DOT_SEGMENT, "a path segment is . or .. (or %2e forms of them)")
         found = snap.api_for(path)
         if found is None:
             return await self._deny(send, ctx, s.NO_ROUTE, f"no API is served at {path}")
@@ -275,8 +278,10 @@ class Gateway:
                 while chunk := await answer.read():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (UpstreamTimeout, UpstreamUnreachable):
-                # Headers are gone already; all we can do is cut the answer short.
+                # Headers are gone already: the answer is left unfinished, so the server closes the
+                # connection. Ending it (a last chunk) would tell the caller a cut body is whole.
                 log.warning("upstream of %s broke off mid-answer", api.slug)
+                return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             ctx.upstream_latency = time.perf_counter() - upstream_started
@@ -317,6 +322,7 @@ class Gateway:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (asyncio.TimeoutError, aiohttp.ClientError):
                 log.warning("upstream of %s broke off mid-answer", api.slug)
+                return  # unfinished: the server closes the connection (see _forward)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             ctx.upstream_latency = time.perf_counter() - upstream_started
@@ -363,6 +369,10 @@ class _Context:
         self.status = 500
         self.denial: str | None = None
         self.upstream_latency: float | None = None
+
+
+def _has_dot_segment(path: str) -> bool:
+    return any(segment in (".", "..") for segment in path.split("/"))
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -446,9 +456,9 @@ def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]],
                       app: s.AppEntry) -> list[tuple[bytes, bytes]]:
     """The caller's headers minus what is never forwarded, plus X-Forwarded-* and ours (Host is the upstream's)."""
     drop: frozenset[bytes] | set[bytes] = api.stripped_headers
-    connection = _header(headers, b"connection")
-    if connection:
-        drop = drop | {token.strip().lower() for token in connection.split(b",")}
+    for name, value in headers:
+        if name == b"connection":  # every Connection field (there may be several) names hop-by-hop fields
+            drop = drop | {token.strip().lower() for token in value.split(b",")}
     out = [pair for pair in headers if pair[0] not in drop]
     client = scope.get("client")
     prior = _header(headers, b"x-forwarded-for")

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from redis.exceptions import BusyLoadingError, NoScriptError, ReadOnlyError, ResponseError
 
 _ERRORS = {b"NOSCRIPT": NoScriptError, b"READONLY": ReadOnlyError, b"LOADING": BusyLoadingError}
+_MAX_BULK = 512 * 1024 * 1024  # Redis's own proto-max-bulk-len: a larger size is a stream out of step
 
 
 class _Incomplete(Exception):
@@ -53,8 +54,12 @@ def _parse(buffer: bytes | bytearray, pos: int) -> tuple[Any, int]:
         size = int(buffer[pos + 1:end])
         if size < 0:
             return None, end + 2
+        if size > _MAX_BULK:
+            raise ConnectionError(f"a bulk string of {size} bytes")
         if len(buffer) < end + 4 + size:
             raise _Incomplete
+        if buffer[end + 2 + size:end + 4 + size] != b"\r\n":  # out of step: nothing after can be trusted
+            raise ConnectionError("a bulk string longer than announced")
         return bytes(buffer[end + 2:end + 2 + size]), end + 4 + size
     if kind == 43:  # "+" simple string
         return bytes(buffer[pos + 1:end]), end + 2
@@ -109,8 +114,12 @@ class _Protocol(asyncio.Protocol):
                         reply.set_result(value)
         except _Incomplete:
             pass
-        except (ConnectionError, ValueError) as exc:
+        except (ConnectionError, ValueError, RecursionError) as exc:
             self.fail(ConnectionError(f"Redis protocol error: {exc}"))
+            return
+        if not self.pending and pos < len(buffer):
+            # A reply to no call: every later reply would go to the wrong caller. Start afresh.
+            self.fail(ConnectionError("Redis protocol error: a reply nobody asked for"))
             return
         del buffer[:pos]
 

@@ -12,7 +12,16 @@ in order, request bodies by Content-Length or chunked with read flow control, `E
 100-continue`, answers framed by the app's Content-Length, else chunked (HTTP/1.1) or by
 closing (HTTP/1.0), none for HEAD, 1xx, 204 and 304; write flow control; idle connections
 closed after `keepalive_timeout`; a malformed request gets 400 and the connection closed, an
-app that fails before answering a 500. `serve` runs the ASGI lifespan around the listening
+app that fails before answering a 500.
+
+Facing the internet, it refuses what could be read two ways (request smuggling): llhttp's strict
+mode refuses Content-Length with Transfer-Encoding, several or malformed Content-Length, obs-fold,
+bare CR/LF and malformed chunks; this server adds 501 for a transfer coding other than chunked,
+400 for Transfer-Encoding in HTTP/1.0, a missing or repeated Host, CONNECT and an Upgrade with a
+body, 505 for versions other than 1.0/1.1. Heads are bounded (414, 431), so are pipelined requests,
+the time to send a head (slowloris) and stalls of a body or of a client not reading its answer
+(408 / close). An answer longer or shorter than its Content-Length, or left unfinished, closes
+the connection rather than desynchronise it; a CR or LF in an answer header is a 500. `serve` runs the ASGI lifespan around the listening
 socket and stops on SIGTERM/SIGINT, letting requests in flight finish; `run` does that in
 `workers` processes sharing one socket (a supervisor restarts a worker that dies).
 """
@@ -37,11 +46,29 @@ log = logging.getLogger("accord.gateway.server")
 
 _HIGH_WATER = 256 * 1024  # buffered request body bytes that pause reading from the client
 _LOW_WATER = 64 * 1024
+# Limits on what a client may make this server hold (nginx: 8 KB request line, ~32 KB of header lines;
+# h11: 16 KB per head): past them the request is refused and the connection closed.
+MAX_URL = 8 * 1024
+MAX_HEAD = 32 * 1024  # request line and header fields (trailer fields too), and bytes without progress
+MAX_HEADERS = 100
+MAX_PIPELINED = 32  # requests read ahead of the one being answered; more: answered up to there, then closed
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 11\r\nconnection: close\r\n\r\nBad Request"
+
+
+def _refusal(status: HTTPStatus) -> bytes:
+    return (b"HTTP/1.1 %d %b\r\ncontent-type: text/plain\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%b"
+            % (status.value, status.phrase.encode(), len(status.phrase), status.phrase.encode()))
+
+
+_BAD_REQUEST = _refusal(HTTPStatus.BAD_REQUEST)
+_URI_TOO_LONG = _refusal(HTTPStatus.REQUEST_URI_TOO_LONG)
+_HEADERS_TOO_LARGE = _refusal(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+_NOT_IMPLEMENTED = _refusal(HTTPStatus.NOT_IMPLEMENTED)  # a transfer coding other than chunked
+_VERSION_NOT_SUPPORTED = _refusal(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED)
+_REQUEST_TIMEOUT = _refusal(HTTPStatus.REQUEST_TIMEOUT)
 _SERVER_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ncontent-length: 21\r\n"
                  b"connection: close\r\n\r\nInternal Server Error")
 
@@ -51,7 +78,7 @@ class _Exchange:
 
     __slots__ = ("connection", "scope", "chunks", "buffered", "body_done", "body_given", "discard", "waiter",
                  "keep_alive", "expect_continue", "status", "headers", "head_sent", "chunked", "no_body", "finished",
-                 "head_request")
+                 "head_request", "length")
 
     def __init__(self, connection: _Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
         self.connection = connection
@@ -71,6 +98,7 @@ class _Exchange:
         self.no_body = False
         self.finished = False
         self.head_request = scope["method"] == "HEAD"
+        self.length = -1  # body bytes the app's Content-Length still announces (-1: none given)
 
     # --- ASGI receive --------------------------------------------------------------------------
 
@@ -124,11 +152,19 @@ class _Exchange:
                 if self.chunked:
                     data += b"%x\r\n%b\r\n" % (len(body), body)
                 else:
+                    if self.length >= 0:
+                        self.length -= len(body)
+                        if self.length < 0:  # more than announced: the excess would read as the next answer
+                            connection.write(data + body[:len(body) + self.length])
+                            connection.close()
+                            raise RuntimeError("the answer is longer than its Content-Length")
                     data = data + body if data else body
             if not more:
                 self.finished = True
                 if self.chunked:
                     data += b"0\r\n\r\n"
+                elif self.length > 0 and not self.no_body:
+                    self.keep_alive = False  # shorter than announced: only closing tells the client it is cut
             if data and not connection.lost:
                 connection.write(data)
                 if not connection.can_write:
@@ -146,19 +182,27 @@ class _Exchange:
 
     def _head(self, body: bytes, more: bool) -> bytes:
         """The status line and headers, with the framing the answer needs."""
-        self.head_sent = True
         status = self.status
         line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
         parts = [line]
         length_given = False
+        self.no_body = self.head_request or status in _NO_BODY_STATUSES or status < 200
         for name, value in self.headers:
             name = name.lower()
             if name == b"content-length":
+                if status == 204 or status < 200:
+                    continue  # never on these (RFC 9110 8.6): a client could wait for that body
                 length_given = True
+                if not self.no_body:
+                    self.length = int(value)
             elif name == b"transfer-encoding" or name == b"connection":
                 continue  # framing and connection handling are this server's
             parts += (name, b": ", value, b"\r\n")
-        self.no_body = self.head_request or status in _NO_BODY_STATUSES or status < 200
+        fields = (len(parts) - 1) // 4
+        if self.expect_continue and not self.body_done:
+            # Answered without asking for the body: the client may send it or not, so the next bytes
+            # cannot be told apart from a next request (h11 and nginx close too).
+            self.keep_alive = False
         if not self.no_body and not length_given:
             if not more:
                 parts.append(b"content-length: %d\r\n" % len(body))
@@ -170,8 +214,17 @@ class _Exchange:
         if not self.keep_alive or self.connection.closing:
             self.keep_alive = False
             parts.append(b"connection: close\r\n")
+        elif self.scope["http_version"] == "1.0":
+            parts.append(b"connection: keep-alive\r\n")  # an HTTP/1.0 client assumes a close without it
         parts.append(b"\r\n")
-        return b"".join(parts)
+        head = b"".join(parts)
+        # Every field is 4 parts, every other part one line: a CR or LF inside a header name or value
+        # would split the answer. Two scans in C per answer rather than uvicorn's regex per header.
+        lines = len(parts) - 3 * fields
+        if head.count(b"\n") != lines or head.count(b"\r") != lines:
+            raise ValueError("a CR or LF in an answer header")
+        self.head_sent = True
+        return head
 
 
 class _Connection(asyncio.Protocol):
@@ -188,7 +241,7 @@ class _Connection(asyncio.Protocol):
         self.half_closed = False  # the client sent all it will send: close after the last answer
         self.can_write = True
         self._drain_waiter: asyncio.Future[None] | None = None
-        self.idle_ticks = 0
+        self.ticks = 0  # seconds spent in the present state (idle, reading a head, waiting on the client)
         self.client: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
         self.current: _Exchange | None = None  # the exchange being answered
@@ -198,6 +251,13 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._in_head = False  # a request head has begun and is not complete
+        self._head_size = 0  # bytes of the request line and fields (trailers included) of this request
+        self._progress = False  # the parser made something of the bytes fed (a field, body, the end)
+        self._stuck = 0  # bytes fed that the parser still holds without making anything of them
+        self._refusal: bytes | None = None  # what a callback refuses the request with
+        self.broken = False  # nothing more is read: the answers in progress, then `_final`, then the close
+        self._final: bytes | None = None
 
     # --- transport callbacks ---------------------------------------------------------------------
 
@@ -211,13 +271,29 @@ class _Connection(asyncio.Protocol):
         self.loop.create_task(self._work())
 
     def data_received(self, data: bytes) -> None:
-        self.idle_ticks = 0
-        try:
-            self.parser.feed_data(data)
-        except HttpParserUpgrade:
-            self._refuse()  # no protocol upgrades (WebSocket) through the gateway
-        except HttpParserError:
-            self._refuse()
+        while data and not self.broken:
+            self._progress = False
+            try:
+                self.parser.feed_data(data)
+            except HttpParserUpgrade as exc:
+                # An Upgrade (h2c, websocket) without a body, answered as a plain request (RFC 9110 7.8
+                # lets a server ignore it): llhttp stops there, so a fresh parser reads what follows.
+                self.parser = HttpRequestParser(self)
+                data = data[exc.args[0]:]
+                continue
+            except HttpParserError:
+                refusal, self._refusal = self._refusal, None
+                self._refuse(refusal if refusal is not None else _BAD_REQUEST)
+                return
+            if self._progress:
+                self._stuck = 0
+            else:
+                # Bytes the parser keeps without a callback (a header line without its end, a chunk
+                # extension): bounded like a head, or one endless line would take all memory.
+                self._stuck += len(data)
+                if self._stuck > MAX_HEAD:
+                    self._refuse(_HEADERS_TOO_LARGE if self._in_head else _BAD_REQUEST)
+            return
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -238,9 +314,11 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.can_write = False
+        self.ticks = 0
 
     def resume_writing(self) -> None:
         self.can_write = True
+        self.ticks = 0
         self._wake_drain()
 
     # --- httptools callbacks -----------------------------------------------------------------------
@@ -248,15 +326,35 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._in_head = True
+        self._head_size = 0
+        self.ticks = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._progress = True
+        if len(self._url) > MAX_URL:
+            self._refusal = _URI_TOO_LONG
+            raise ValueError("request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        self._progress = True
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD or len(self._headers) >= MAX_HEADERS:
+            self._refusal = _HEADERS_TOO_LARGE
+            raise ValueError("request head too large")
+        if self.parsing is None:  # (trailer fields, after the body, are counted and dropped)
+            self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        self._in_head = False
+        self._progress = True
+        self.ticks = 0
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            self._refusal = _VERSION_NOT_SUPPORTED
+            raise ValueError("HTTP version")
         url = self._url
         raw_path, _, query = url.partition(b"?")
         if raw_path[:1] != b"/":  # absolute-form (a proxy request) or "*": keep the path part only
@@ -265,10 +363,36 @@ class _Connection(asyncio.Protocol):
         path = raw_path.decode("latin-1") if b"%" not in raw_path else unquote(raw_path.decode("latin-1"))
         headers = self._headers
         expect_continue = False
+        hosts = 0
+        coding = length = None
         for name, value in headers:
-            if name == b"expect" and value.lower() == b"100-continue":
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                coding = value
+            elif name == b"expect" and value.lower() == b"100-continue":
                 expect_continue = True
-        scope = {"type": "http", "asgi": _ASGI, "http_version": parser.get_http_version(), "server": self.local,
+        # (llhttp already refuses Content-Length with Transfer-Encoding, several or malformed Content-Length
+        # and a Transfer-Encoding not ending in chunked.)
+        if hosts > 1 or (hosts == 0 and version == "1.1"):  # RFC 9112 3.2: exactly one Host
+            raise ValueError("Host")
+        if coding is not None:
+            if version == "1.0":  # RFC 9112 6.1: faulty framing, refused as nginx does
+                raise ValueError("Transfer-Encoding in HTTP/1.0")
+            if coding.strip().lower() != b"chunked":  # gzip, chunked: a coding this server does not undo
+                self._refusal = _NOT_IMPLEMENTED
+                raise ValueError("transfer coding")
+        if parser.should_upgrade():
+            # CONNECT, or an Upgrade with a body: llhttp would not read that body as HTTP, so what
+            # follows could not be told from a next request. An Upgrade without one is answered plainly.
+            if coding is not None or (length is not None and length != b"0") or parser.get_method() == b"CONNECT":
+                raise ValueError("upgrade")
+        if len(self.queued) >= MAX_PIPELINED:
+            self._refusal = b""  # no answer for it: those read before it are answered, then the close
+            raise ValueError("too many pipelined requests")
+        scope = {"type": "http", "asgi": _ASGI, "http_version": version, "server": self.local,
                  "client": self.client, "scheme": "http", "method": parser.get_method().decode("ascii"),
                  "root_path": "", "path": path, "raw_path": raw_path, "query_string": query.partition(b"#")[0],
                  "headers": headers}
@@ -281,6 +405,8 @@ class _Connection(asyncio.Protocol):
             self._pause()  # pipelining: read no further until this one's turn
 
     def on_body(self, body: bytes) -> None:
+        self._progress = True
+        self.ticks = 0
         exchange = self.parsing
         if exchange is None or exchange.discard:
             return
@@ -291,6 +417,7 @@ class _Connection(asyncio.Protocol):
         exchange.wake()
 
     def on_message_complete(self) -> None:
+        self._progress = True
         exchange = self.parsing
         if exchange is not None:
             exchange.body_done = True
@@ -350,6 +477,7 @@ class _Connection(asyncio.Protocol):
         if exchange is not self.current:
             return
         self.current = None
+        self.ticks = 0
         exchange.wake()  # an app waiting in receive() for the disconnect: the exchange is over
         if not exchange.keep_alive or self.closing or self.lost:
             self.close()
@@ -362,6 +490,11 @@ class _Connection(asyncio.Protocol):
             exchange.buffered = 0
         if self.queued:
             self._start(self.queued.popleft())
+        elif self.broken:
+            if self._final:
+                self.write(self._final)  # the refusal of the request read after those answered
+            self.close()
+            return
         elif self.half_closed and self.parsing is None:
             self.close()
             return
@@ -375,8 +508,9 @@ class _Connection(asyncio.Protocol):
     # --- helpers -------------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.lost:
-            self.transport.write(data)
+        transport = self.transport
+        if transport is not None and not self.lost and not transport.is_closing():
+            transport.write(data)
 
     async def drain(self) -> None:
         while not self.can_write and not self.lost:
@@ -397,25 +531,71 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume(self) -> None:
-        if self._paused and self.transport is not None and not self.lost:
+        if self._paused and self.transport is not None and not self.lost and not self.broken:
             self._paused = False
             self.transport.resume_reading()
 
-    def _refuse(self) -> None:
+    def _refuse(self, answer: bytes) -> None:
+        """A request that cannot be read (malformed, too large, too slow): nothing more is read from here.
+
+        The requests read before it are answered first (pipelining); a request whose body turned out
+        malformed is cut: its app sees a disconnect, and the client gets `answer` if nothing of the
+        answer was sent yet. Then the connection closes.
+        """
+        self.broken = True
+        self._pause()
+        parsing = self.parsing
+        self.parsing = None
+        if parsing is not None:
+            if parsing.discard:  # the body of a request answered already: nothing more to say
+                self.close()
+                return
+            if parsing is self.current:
+                if not parsing.head_sent:
+                    self.write(answer)
+                self.close()  # the app sees the disconnect; what it answers now is dropped
+                return
+            self.queued.remove(parsing)  # waiting for its turn with a broken body: never run
         if self.current is None:
-            self.write(_BAD_REQUEST)
-        self.close()
+            self.write(answer)
+            self.close()
+        else:
+            self._final = answer  # exchange_done writes it after the answers in progress
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def tick(self, keepalive_ticks: int) -> None:
-        """Called every second: close the connection once idle for `keepalive_ticks` seconds."""
-        if self.current is None and self.parsing is None:
-            self.idle_ticks += 1
-            if self.idle_ticks >= keepalive_ticks or self.closing:
-                self.close()
+    def abort(self) -> None:
+        """Close without waiting for the client to take what is buffered (it may never read it)."""
+        self.lost = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def tick(self, keepalive_ticks: int, header_ticks: int, stall_ticks: int) -> None:
+        """Called every second: close a connection idle too long, or whose client stalls.
+
+        Idle (no request begun) for `keepalive_ticks`; a request head begun but not complete after
+        `header_ticks` (slowloris); a request body that stops coming, or an answer the client stops
+        reading, for `stall_ticks` (nginx: client_header_timeout, client_body_timeout, send_timeout).
+        """
+        self.ticks += 1
+        if self._in_head and not self.broken:
+            if self.ticks >= header_ticks:
+                self._refuse(_REQUEST_TIMEOUT)
+        elif self.current is None and self.parsing is None:
+            if self.ticks >= keepalive_ticks or self.closing:
+                self.close() if self.can_write else self.abort()
+        elif not self.can_write:
+            if self.ticks >= stall_ticks:
+                log.info("closing a connection whose client does not read its answer")
+                self.abort()
+        elif (self.parsing is not None and not self._paused and not self.parsing.expect_continue
+              and not self.broken):
+            if self.ticks >= stall_ticks:
+                self._refuse(_REQUEST_TIMEOUT)
+        else:
+            self.ticks = 0  # the app is at work: nothing is asked of the client meanwhile
 
     def shut(self) -> None:
         """Shutdown: close now if idle, else after the answer in progress."""
@@ -457,9 +637,15 @@ async def _lifespan(app: Any, phase: str, state: dict[str, Any]) -> None:
     await asyncio.gather(state["task"], return_exceptions=True)
 
 
-async def serve(app: Any, sock: socket.socket, *, keepalive_timeout: int = 5, shutdown_timeout: float = 30.0,
-                stop: asyncio.Event | None = None, started: Callable[[], None] | None = None) -> None:
-    """Serve `app` on a listening socket until `stop` is set (or SIGTERM/SIGINT when `stop` is None)."""
+async def serve(app: Any, sock: socket.socket, *, keepalive_timeout: int = 5, header_timeout: int = 10,
+                stall_timeout: int = 30, shutdown_timeout: float = 30.0, stop: asyncio.Event | None = None,
+                started: Callable[[], None] | None = None) -> None:
+    """Serve `app` on a listening socket until `stop` is set (or SIGTERM/SIGINT when `stop` is None).
+
+    Timeouts in seconds (checked once a second): `keepalive_timeout` idle between requests,
+    `header_timeout` to send a whole request head, `stall_timeout` without a byte of a request
+    body the app waits for, or without the client taking a byte of its answer.
+    """
     loop = asyncio.get_running_loop()
     lifespan: dict[str, Any] = {}
     await _lifespan(app, "startup", lifespan)
@@ -474,7 +660,7 @@ async def serve(app: Any, sock: socket.socket, *, keepalive_timeout: int = 5, sh
         while True:
             await asyncio.sleep(1.0)
             for connection in list(server_state.connections):
-                connection.tick(keepalive_timeout)
+                connection.tick(keepalive_timeout, header_timeout, stall_timeout)
 
     sweeper = loop.create_task(sweep())
     if started is not None:
@@ -489,7 +675,7 @@ async def serve(app: Any, sock: socket.socket, *, keepalive_timeout: int = 5, sh
         while server_state.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for connection in list(server_state.connections):
-            connection.close()
+            connection.abort()  # (a close would wait for a client that does not read)
         sweeper.cancel()
         await _lifespan(app, "shutdown", lifespan)
 

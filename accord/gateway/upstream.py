@@ -32,6 +32,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HIGH_WATER = 256 * 1024  # buffered answer bytes that pause reading from the upstream
 _LOW_WATER = 64 * 1024
 _MAX_IDLE_PER_ORIGIN = 512
+MAX_ANSWER_HEAD = 64 * 1024  # status line and header fields of an answer (nginx proxy_buffer_size: 4-8 KB)
+MAX_ANSWER_HEADERS = 256
 
 
 class UpstreamUnreachable(Exception):
@@ -115,6 +117,9 @@ class _Connection(asyncio.Protocol):
         self.error: Exception | None = None
         self._framed = False  # Content-Length or chunked: the end is known without the connection closing
         self._keep_alive = True
+        self._head_size = 0
+        self._progress = False
+        self._stuck = 0  # bytes the parser holds without a callback (an endless header line)
 
     # --- the protocol (called by the event loop) ---------------------------------------------
 
@@ -124,11 +129,19 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received_any = True
         self._last_read = self._loop.time()
+        self._progress = False
         try:
             self._parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as exc:
-            self._fail(UpstreamUnreachable(f"unreadable answer: {exc}"))
+            self._fail(UpstreamUnreachable(f"unreadable answer: {exc.__context__ or exc}"))
             return
+        if self._progress:
+            self._stuck = 0
+        else:
+            self._stuck += len(data)
+            if self._stuck > MAX_ANSWER_HEAD:
+                self._fail(UpstreamUnreachable("unreadable answer: a header line without end"))
+                return
         self._wake()
 
     def eof_received(self) -> bool:
@@ -153,17 +166,40 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks --------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.headers_done:
+            # A second answer to one request, or bytes while idle in the pool: handed on, it would
+            # become the answer to someone else's request (response queue poisoning). Never reused.
+            raise ValueError("an answer nobody asked for")
+        self._progress = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._progress = True
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_ANSWER_HEAD or len(self.headers) >= MAX_ANSWER_HEADERS:
+            raise ValueError("answer head too large")
+        if self.headers_done:
+            return  # trailer fields: not forwarded (the answer is re-framed), counted above
         name = name.lower()
-        if name == b"content-length" or name == b"transfer-encoding":
+        if name == b"content-length":
             self._framed = True
+        elif name == b"transfer-encoding":
+            self._framed = True
+            if value.strip().lower() != b"chunked":
+                # gzip, chunked: llhttp undoes only the chunks, and the coding would be lost on the
+                # way out; an answer whose length cannot be told is not forwarded (nginx: 502).
+                raise ValueError(f"transfer coding {value!r}")
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        self._progress = True
+        if status < 100:
+            raise ValueError(f"status {status}")
         if 100 <= status < 200:  # interim (100 Continue, 103 Early Hints): the real answer follows
             self.headers = []
             self._framed = False
+            self._head_size = 0
             return
         self.status = status
         self.headers_done = True
@@ -177,6 +213,7 @@ class _Connection(asyncio.Protocol):
             self._parser = HttpResponseParser(self)
 
     def on_body(self, body: bytes) -> None:
+        self._progress = True
         if self.head_request:
             return
         self._chunks.append(body)
@@ -186,6 +223,7 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
+        self._progress = True
         if self.headers_done:
             self.complete = True
 

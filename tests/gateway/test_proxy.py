@@ -227,3 +227,22 @@ async def test_a_caller_leaving_mid_upload_never_reaches_the_upstream_as_complet
     assert not [seen for seen in running.upstream.seen if seen["path"] == "/prod/cut"]
     async with httpx.AsyncClient(base_url=running.url) as c:  # and the gateway carries on
         assert (await c.get("/social/x", headers=_bearer(running.data["keys"]["good"]))).status_code == 200
+
+
+async def test_dot_segments_never_reach_the_upstream(running: Running) -> None:
+    """`/social/../admin` matches the API's prefix, but an upstream that normalises paths would serve
+    what lies outside its base path: refused, also when the dots are percent-encoded."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    address = urlsplit(running.url)
+    seen = len(running.upstream.seen)
+    for target in ("/social/../admin", "/social/x/%2e%2e/%2E%2E/admin", "/social/..%2fadmin", "/social/./x"):
+        reader, writer = await asyncio.open_connection(address.hostname, address.port)
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {running.data['keys']['good']}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 400 "), (target, answer[:200])
+        assert b"/problems/dot-segment-in-path" in answer
+    assert len(running.upstream.seen) == seen

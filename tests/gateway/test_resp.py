@@ -113,3 +113,31 @@ async def test_unreachable_redis_raises_connection_errors() -> None:
     await client.close()
     with pytest.raises(ValueError):
         RespClient("http://127.0.0.1:6379")
+
+
+async def test_replies_that_would_put_the_connection_out_of_step_fail_it() -> None:
+    replies = iter([b"$3\r\nabcdef\r\n",  # longer than announced
+                    b":1\r\n:2\r\n",  # a reply to no call
+                    b"$-1\r\n", b"*-1\r\n", b"*2\r\n$1\r\na\r\n-ERR inner\r\n", b"-ERR outer\r\n",
+                    b"$999999999999\r\n",  # more than Redis ever sends
+                    b":5\r\n"])
+
+    async def scripted(command: list[bytes]) -> bytes:
+        return next(replies)
+
+    async with fake_redis(scripted) as (port, _):
+        client = RespClient(f"redis://127.0.0.1:{port}/0", timeout=2)
+        with pytest.raises(ConnectionError):
+            await client.call("GET", "a")
+        assert await client.call("GET", "b") == 1
+        await asyncio.sleep(0.05)  # the ":2" that answers nothing arrives: that connection is dropped
+        assert await client.call("GET", "c") is None  # on a new connection, in step: nil bulk string
+        assert await client.call("GET", "d") is None  # nil array
+        items = await client.call("EXEC")
+        assert items[0] == b"a" and isinstance(items[1], ResponseError)
+        with pytest.raises(ResponseError):
+            await client.call("GET", "e")
+        with pytest.raises(ConnectionError):
+            await client.call("GET", "f")
+        assert await client.call("GET", "g") == 5
+        await client.close()

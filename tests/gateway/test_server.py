@@ -226,3 +226,288 @@ async def test_a_client_leaving_mid_body_is_a_disconnect_for_the_app() -> None:
         await asyncio.sleep(0.2)
     assert [m["type"] for m in messages] == ["http.request", "http.disconnect"]
     assert messages[0]["body"] == b"x" * 1024 and messages[0]["more_body"] is True
+
+
+# --- hardening: what an attacker or a broken client sends -------------------------------------------
+
+import pytest  # noqa: E402
+
+from accord.gateway import server as http_server  # noqa: E402
+
+
+class Counting(App):
+    """App, counting the requests that reach it; /answer-* break the framing rules on purpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.finished: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.calls.append(scope["path"])
+        path = scope.get("path")
+        if path == "/answer-204":
+            return await _answer(send, 204, b"")  # with content-length: 0, which 204 must not carry
+        if path == "/answer-long":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+            await send({"type": "http.response.body", "body": b"abcdef"})
+            return
+        if path == "/answer-short":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+            await send({"type": "http.response.body", "body": b"abc"})
+            return
+        if path == "/answer-split":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"x-note", b"a\r\nset-cookie: evil=1")]})
+            await send({"type": "http.response.body", "body": b"x"})
+            return
+        if path == "/cut":  # a proxied answer whose upstream broke off: left unfinished
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            return
+        if path == "/big":  # more than any socket buffer, to a client that may not read it
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for _ in range(400):
+                await send({"type": "http.response.body", "body": b"z" * 65536, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            self.finished.append(path)
+            return
+        await super().__call__(scope, receive, send)
+        if path is not None:
+            self.finished.append(path)
+
+
+async def exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes, bool]:
+    """Send `raw`, read one answer; also whether the server closed the connection after it."""
+    reader, writer = await connect(port)
+    writer.write(raw)
+    try:
+        status, headers, body = await asyncio.wait_for(read_answer(reader), 3)
+        rest = await asyncio.wait_for(reader.read(), 3)
+        return status, headers, body, rest == b""
+    finally:
+        writer.close()
+
+
+SMUGGLING = {
+    "content-length and transfer-encoding": (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+                                             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "transfer-encoding and content-length": (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                                             b"Content-Length: 4\r\n\r\n0\r\n\r\n", 400),
+    "two content-lengths": (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
+    "a content-length list": (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc", 400),
+    "a signed content-length": (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", 400),
+    "a coding before chunked": (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                                b"3\r\nabc\r\n0\r\n\r\n", 501),
+    "chunked not last": (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+    "no chunked at all": (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc", 501),
+    "two transfer-encodings": (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "transfer-encoding in HTTP/1.0": (b"POST /echo HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                      b"3\r\nabc\r\n0\r\n\r\n", 400),
+    "a space before the colon": (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length : 3\r\n\r\nabc", 400),
+    "obs-fold": (b"GET /echo HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n folded\r\n\r\n", 400),
+    "bare LF": (b"GET /echo HTTP/1.1\nHost: a\n\n", 400),
+    "bare CR": (b"GET /echo HTTP/1.1\r\nHost: a\rX-A: 1\r\n\r\n", 400),
+    "a control character in a value": (b"GET /echo HTTP/1.1\r\nHost: a\r\nX-A: 1\x002\r\n\r\n", 400),
+    "no Host in HTTP/1.1": (b"GET /echo HTTP/1.1\r\n\r\n", 400),
+    "two Hosts": (b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    "HTTP/2.0 over HTTP/1": (b"GET /echo HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    "HTTP/0.9": (b"GET /echo\r\n\r\n", 505),
+    "CONNECT": (b"CONNECT evil:443 HTTP/1.1\r\nHost: evil:443\r\n\r\n", 400),
+    "an Upgrade with a body": (b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                               b"Content-Length: 40\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+}
+
+
+@pytest.mark.parametrize("case", list(SMUGGLING))
+async def test_ambiguous_or_malformed_requests_are_refused_before_the_app(case: str) -> None:
+    raw, expected = SMUGGLING[case]
+    app = Counting()
+    async with running(app) as (port, _):
+        # A request the client believes harmless follows in the same write: it must not be read.
+        status, headers, _, closed = await exchange(port, raw + b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (status, headers["connection"], closed) == (expected, "close", True)
+    assert app.calls == []
+
+
+async def test_malformed_chunks_answer_400_and_close() -> None:
+    for chunk in (b"3x\r\nabc\r\n0\r\n\r\n", b"0x3\r\nabc\r\n0\r\n\r\n", b"ffffffffffffffffff\r\nabc\r\n",
+                  b"3;ext=\x01\r\nabc\r\n0\r\n\r\n", b"3\r\nabcX0\r\n\r\n"):
+        async with running(Counting()) as (port, _):
+            status, _, _, closed = await exchange(
+                port, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk)
+            assert (status, closed) == (400, True), chunk[:20]
+    async with running(Counting()) as (port, _):  # a chunk extension that never ends, sent in parts
+        reader, writer = await connect(port)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;")
+        for _ in range(40):
+            writer.write(b"e" * 4096)
+            await writer.drain()
+        assert (await asyncio.wait_for(read_answer(reader), 3))[0] == 400
+        writer.close()
+
+
+async def test_a_get_with_a_body_keeps_its_framing_and_trailers_are_dropped() -> None:
+    async with running(App()) as (port, _):
+        reader, writer = await connect(port)
+        inner = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"  # a body that looks like a request
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%b" % (len(inner), inner) +
+                     b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"3\r\nabc\r\n0\r\nHost: evil\r\nX-Trailer: 1\r\n\r\n")
+        first = json.loads((await read_answer(reader))[2])
+        second = json.loads((await read_answer(reader))[2])
+        assert first["path"] == "/echo" and first["body"].startswith("GET /smuggled")
+        assert second["body"] == "abc" and second["headers"] == [["host", "a"], ["transfer-encoding", "chunked"]]
+        writer.close()
+
+
+async def test_heads_are_bounded_431_414_and_closed() -> None:
+    app = Counting()
+    async with running(app) as (port, _):
+        long_url = b"GET /echo?" + b"q" * http_server.MAX_URL + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+        assert (await exchange(port, long_url))[::3] == (414, True)
+        many = b"".join(b"X-%d: 1\r\n" % n for n in range(http_server.MAX_HEADERS + 1))
+        assert (await exchange(port, b"GET /echo HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n"))[::3] == (431, True)
+        large = b"".join(b"X-%d: %b\r\n" % (n, b"v" * 4000) for n in range(10))
+        assert (await exchange(port, b"GET /echo HTTP/1.1\r\nHost: a\r\n" + large + b"\r\n"))[::3] == (431, True)
+        trailers = b"".join(b"X-%d: %b\r\n" % (n, b"v" * 4000) for n in range(10))
+        assert (await exchange(port, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"0\r\n" + trailers + b"\r\n"))[::3] == (431, True)
+
+        # One header line that never ends, sent in parts: refused once past the limit, not buffered on.
+        reader, writer = await connect(port)
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Endless: ")
+        for _ in range(40):
+            writer.write(b"v" * 4096)
+            await writer.drain()
+        status, headers, _ = await asyncio.wait_for(read_answer(reader), 3)
+        assert (status, headers["connection"]) == (431, "close")
+        writer.close()
+
+        # Near the limits is fine.
+        fine = b"".join(b"X-%d: %b\r\n" % (n, b"v" * 200) for n in range(90))
+        status, _, body, closed = await exchange(port, b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                                                 + fine + b"\r\n")
+        assert status == 200 and len(json.loads(body)["headers"]) == 92
+    assert app.calls == ["/echo", "/echo"]  # the request with too many trailers, and the last one
+
+
+async def test_slow_clients_are_cut_off() -> None:
+    app = Counting()
+    async with running(app, keepalive_timeout=5, header_timeout=1, stall_timeout=1) as (port, _):
+        # Slowloris: a head that trickles in (each byte would reset an idle timer) is cut by its own timer.
+        reader, writer = await connect(port)
+        started = asyncio.get_running_loop().time()
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\n")
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            for _ in range(30):
+                writer.write(b"X-A: 1\r\n")
+                await writer.drain()
+                if reader.at_eof() or (reader._buffer and b"\r\n\r\n" in reader._buffer):  # type: ignore[attr-defined]
+                    break
+                await asyncio.sleep(0.25)
+            status = (await read_answer(reader))[0]
+            assert status == 408
+            raise ConnectionError("answered and closed")
+        assert asyncio.get_running_loop().time() - started < 4
+        writer.close()
+
+        # A body announced and never sent: 408 and a disconnect for the app, not a pinned connection.
+        status, _, _, closed = await exchange(port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
+        assert (status, closed) == (408, True)
+
+        # An answer the client never reads: the connection is dropped and the app is let go.
+        reader, writer = await connect(port)
+        writer.transport.pause_reading()  # type: ignore[attr-defined]
+        writer.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        for _ in range(100):
+            if "/big" in app.finished:
+                break
+            await asyncio.sleep(0.1)
+        assert "/big" in app.finished
+        writer.close()
+    assert app.calls == ["/echo", "/big"]  # the slowloris head never reached the app
+
+
+async def test_pipelining_is_bounded() -> None:
+    app = Counting()
+    async with running(app) as (port, _):
+        reader, writer = await connect(port)
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n" * 200)
+        answered = 0
+        while True:
+            try:
+                await asyncio.wait_for(read_answer(reader), 3)
+            except asyncio.IncompleteReadError:
+                break
+            answered += 1
+        assert answered == http_server.MAX_PIPELINED + 1 and len(app.calls) == answered
+        writer.close()
+
+        # A malformed request behind good ones: those are answered first, then the 400.
+        reader, writer = await connect(port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /echo HTTP/1.1\r\nHost: a\r\n\r\n"
+                     b"GET /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n")
+        assert [(await read_answer(reader))[0] for _ in range(3)] == [200, 200, 400]
+        assert await reader.read() == b""
+        writer.close()
+
+
+async def test_upgrade_without_a_body_is_answered_as_plain_http() -> None:
+    app = Counting()
+    async with running(app) as (port, _):
+        reader, writer = await connect(port)  # what `curl --http2 http://…` sends
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                     b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /echo/next HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_answer(reader))[0] == 200
+        assert json.loads((await read_answer(reader))[2])["path"] == "/echo/next"
+        writer.close()
+    assert app.calls == ["/echo", "/echo/next"]
+
+
+async def test_connection_semantics_http_1_0_and_expect_continue() -> None:
+    async with running(Counting()) as (port, _):
+        reader, writer = await connect(port)  # HTTP/1.0 asking for keep-alive is told it got it
+        writer.write(b"GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert (await read_answer(reader))[1]["connection"] == "keep-alive"
+        writer.write(b"GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert (await read_answer(reader))[0] == 200
+        writer.close()
+
+        # Answered without the 100 Continue: whether the body comes is the client's choice, so the
+        # connection closes instead of reading what follows as a request (or a request as the body).
+        status, headers, _, closed = await exchange(port, b"POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                                                    b"Expect: 100-continue\r\n\r\n")
+        assert (status, headers["connection"], closed) == (403, "close", True)
+
+
+async def test_answers_the_app_frames_wrongly_never_desynchronise_the_connection() -> None:
+    async with running(Counting()) as (port, _):
+        reader, writer = await connect(port)
+        writer.write(b"GET /answer-204 HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 204") and b"content-length" not in head.lower()
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_answer(reader))[0] == 200  # still in step
+        writer.close()
+
+        # More than its Content-Length: cut at the announced length and closed.
+        reader, writer = await connect(port)
+        writer.write(b"GET /answer-long HTTP/1.1\r\nHost: a\r\n\r\nGET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 3)
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\nabc") and b'"path"' not in data
+        # Less than its Content-Length: closed, so the client sees the answer is short.
+        reader, writer = await connect(port)
+        writer.write(b"GET /answer-short HTTP/1.1\r\nHost: a\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 3)
+        assert data.endswith(b"\r\n\r\nabc")  # and then the end of the connection (read() returned)
+        # An upstream that broke off: no last chunk, the connection closes.
+        reader, writer = await connect(port)
+        writer.write(b"GET /cut HTTP/1.1\r\nHost: a\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 3)
+        assert b"4\r\npart\r\n" in data and not data.endswith(b"0\r\n\r\n")
+        # A CR or LF in a header value: a 500, never a second header line.
+        status, headers, body, closed = await exchange(port, b"GET /answer-split HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (status, closed) == (500, True) and "set-cookie" not in headers

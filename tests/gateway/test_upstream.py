@@ -294,3 +294,88 @@ def test_only_plain_http_origins_are_handled_here() -> None:
         "api.example.com", 8081, b"api.example.com:8081", b"/base")
     assert parse_origin("http://[::1]/").host_header == b"[::1]"
     assert parse_origin("https://api.example.com/") is None  # TLS goes through aiohttp
+
+
+# --- hardening: answers that must never be forwarded or mixed up ------------------------------------
+
+AMBIGUOUS = {
+    "content-length and transfer-encoding": b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n"
+                                            b"3\r\nabc\r\n0\r\n\r\n",
+    "two content-lengths": b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\nabc",
+    "a coding before chunked": b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "a coding without chunked": b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nabc",
+    "obs-fold": b"HTTP/1.1 200 OK\r\nx-a: 1\r\n 2\r\ncontent-length: 3\r\n\r\nabc",
+    "bare LF": b"HTTP/1.1 200 OK\nx-a: 1\ncontent-length: 3\n\nabc",
+    "a CR in a value": b"HTTP/1.1 200 OK\r\nx-a: 1\r2\r\ncontent-length: 3\r\n\r\nabc",
+    "a status below 100": b"HTTP/1.1 099 Odd\r\ncontent-length: 3\r\n\r\nabc",
+    "too many headers": b"HTTP/1.1 200 OK\r\n" + b"x-a: 1\r\n" * 300 + b"content-length: 3\r\n\r\nabc",
+    "too large a head": b"HTTP/1.1 200 OK\r\n" + b"x-a: %b\r\n" % (b"v" * 70_000) + b"content-length: 3\r\n\r\nabc",
+}
+
+
+@pytest.mark.parametrize("case", list(AMBIGUOUS))
+async def test_ambiguous_or_oversized_answers_are_refused(client: UpstreamClient, case: str) -> None:
+    async def bad(reader, writer, number, request) -> bool:
+        writer.write(AMBIGUOUS[case])
+        return True
+
+    async with upstream(bad) as (_, url):
+        with pytest.raises(UpstreamUnreachable):
+            await fetch(client, url)
+
+
+async def test_an_endless_header_line_is_refused_without_holding_it(client: UpstreamClient) -> None:
+    async def endless(reader, writer, number, request) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
+        for _ in range(100):
+            writer.write(b"v" * 4096)
+            await writer.drain()
+            await asyncio.sleep(0)
+        await asyncio.sleep(1)
+        return False
+
+    async with upstream(endless) as (_, url):
+        with pytest.raises(UpstreamUnreachable):
+            await fetch(client, url)
+
+
+async def test_an_answer_nobody_asked_for_is_never_handed_to_the_next_request(client: UpstreamClient) -> None:
+    async def two_answers(reader, writer, number, request) -> bool:
+        # A second answer right behind the first (a broken or hostile upstream): response queue poisoning.
+        path = request.split(b" ", 2)[1]
+        writer.write(answer(b"for " + path) + answer(b"for whoever asks next"))
+        return True
+
+    async with upstream(two_answers) as (scripted, url):
+        status, headers, body = await fetch(client, url, path="/first")
+        assert (status, body) == (200, b"for /first") and len(headers) == 1
+        assert (await fetch(client, url, path="/second"))[2] == b"for /second"
+        assert scripted.connections == 2  # the first connection was not reused
+
+    async def late_answer(reader, writer, number, request) -> bool:
+        writer.write(answer(b"for " + request.split(b" ", 2)[1]))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(answer(b"for whoever asks next"))  # while the connection is idle in the pool
+        return True
+
+    async with upstream(late_answer) as (scripted, url):
+        assert (await fetch(client, url, path="/first"))[2] == b"for /first"
+        await asyncio.sleep(0.2)
+        assert (await fetch(client, url, path="/second"))[2] == b"for /second"
+        assert scripted.connections == 2
+
+
+async def test_a_non_idempotent_request_is_not_retried_even_without_a_body(client: UpstreamClient) -> None:
+    async def first_only(reader, writer, number, request) -> bool:
+        if number > 1:
+            writer.transport.abort()
+            return False
+        writer.write(answer(b"first"))
+        return True
+
+    async with upstream(first_only) as (scripted, url):
+        assert (await fetch(client, url))[2] == b"first"
+        with pytest.raises(UpstreamUnreachable):
+            await fetch(client, url, "POST")  # no body, but POST: it may have been acted on
+        assert scripted.connections == 1
