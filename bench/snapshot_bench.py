@@ -99,12 +99,16 @@ def insert_credentials(sync_url: str, start: int, stop: int) -> float:
     return time.perf_counter() - began
 
 
-async def timed_build(database_url: str) -> tuple[Any, float, float]:
-    """(snapshot, seconds to build, longest event-loop stall in seconds while building)."""
+async def timed_build(database_url: str, *, on_loop: bool = False) -> tuple[Any, float, float]:
+    """(snapshot, seconds to build, longest event-loop stall in seconds while building).
+
+    As the gateway's loader builds (on its own thread: accord.gateway.loader.BackgroundBuilder),
+    or, with `on_loop`, on the serving loop itself (how it was built before: the stall to compare with).
+    """
     from accord.core.db import create_engine
     from accord.gateway.builder import build_snapshot
+    from accord.gateway.loader import BackgroundBuilder
 
-    engine = create_engine(database_url)
     stall = 0.0
     building = True
 
@@ -117,17 +121,25 @@ async def timed_build(database_url: str) -> tuple[Any, float, float]:
             stall = max(stall, now - last)
             last = now
 
+    engine = create_engine(database_url) if on_loop else None
+    builder = None if on_loop else BackgroundBuilder(database_url, SECRET_KEY)
     try:
-        async with engine.connect() as connection:
-            tick = asyncio.create_task(ticker())
-            await asyncio.sleep(0.01)
-            began = time.perf_counter()
-            snapshot = await build_snapshot(connection, SECRET_KEY)
-            seconds = time.perf_counter() - began
-            building = False
-            await tick
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0.01)
+        began = time.perf_counter()
+        if engine is not None:
+            async with engine.connect() as connection:
+                snapshot = await build_snapshot(connection, SECRET_KEY)
+        else:
+            snapshot = await builder.build()
+        seconds = time.perf_counter() - began
+        building = False
+        await tick
     finally:
-        await engine.dispose()
+        if engine is not None:
+            await engine.dispose()
+        if builder is not None:
+            await builder.close()
     return snapshot, seconds, stall
 
 
@@ -204,12 +216,19 @@ async def main(sizes: list[int]) -> None:
                 builds.append(seconds)
                 stalls.append(stall)
             assert snapshot is not None and len(snapshot.credentials) == size + 1  # + the program's own key
+            on_loop_stall = None
+            if size <= 100_000:  # the same build on the serving loop, for comparison
+                _, _, on_loop_stall = await timed_build(database_url, on_loop=True)
             figures = {"credentials": size, "insert_seconds": round(inserted, 1),
                        "build_seconds": round(min(builds), 3), "build_seconds_all": [round(b, 3) for b in builds],
-                       "longest_loop_stall_ms": round(max(stalls) * 1000, 1), "snapshot_rss_mb": round(held, 1),
+                       "longest_loop_stall_ms": round(max(stalls) * 1000, 1),
+                       "loop_stall_if_built_on_the_loop_ms": round(on_loop_stall * 1000, 1) if on_loop_stall else None,
+                       "snapshot_rss_mb": round(held, 1),
                        **lookup_costs(snapshot, size)}
             print(f"{size:>9,} credentials: build {figures['build_seconds'] * 1000:8.1f} ms "
-                  f"(event loop stalled up to {figures['longest_loop_stall_ms']:.0f} ms), ~{held:.0f} MB; lookup "
+                  f"(event loop stalled up to {figures['longest_loop_stall_ms']:.0f} ms"
+                  + (f"; {on_loop_stall * 1000:.0f} ms if built on the loop" if on_loop_stall else "")
+                  + f"), ~{held:.0f} MB; lookup "
                   f"known {figures['lookup_known_ns']} ns, unknown {figures['lookup_unknown_ns']} ns "
                   f"(hmac {figures['hmac_ns']} ns, hmac.digest {figures['hmac_digest_ns']} ns, "
                   f"dict {figures['dict_get_ns']} ns); rows inserted in {inserted:.1f} s", flush=True)

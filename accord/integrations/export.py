@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from typing_extensions import TypedDict
 
-from accord.integrations.bulk import collector_paused
+from accord.core.collector import collector_paused
 from accord.integrations.schemas import PartnerAudit
 
 Row = dict[str, Any]

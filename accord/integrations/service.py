@@ -29,7 +29,7 @@ from accord.apps.models import Application, Credential
 from accord.core.config import Settings
 from accord.core.pagination import PageParams
 from accord.integrations import export
-from accord.integrations.bulk import collector_paused
+from accord.core.collector import collector_paused
 from accord.integrations.flags import (
     ADMITTED,
     AuditWindow,
