@@ -11,7 +11,7 @@ events (`agreement_version.published`, `agreement.accepted`, `agreement.overdue`
   deleted, not edited: a requirement's creation time starts its deadline.
 - Acceptances are immutable evidence: accepting a version twice returns the first record.
 
-Functions other packages call: `statuses`, `stage_satisfied_at`, `request_reacceptance`,
+Functions other packages call: `statuses`, `stage_satisfied_at` (`stages_satisfied_at` in bulk), `request_reacceptance`,
 `record_acceptance`.
 """
 from __future__ import annotations
@@ -44,7 +44,8 @@ from accord.core.errors import ProblemError, conflict, invalid, not_found
 from accord.partners.models import Partner, PartnerType, Tier
 from accord.products.models import Product
 
-__all__ = ["AgreementStatus", "statuses", "stage_satisfied_at", "request_reacceptance", "record_acceptance"]
+__all__ = ["AgreementStatus", "statuses", "stage_satisfied_at", "stages_satisfied_at", "request_reacceptance",
+           "record_acceptance"]
 
 
 def _invalid_state(detail: str, field: str = "published_at") -> ProblemError:
@@ -328,30 +329,40 @@ async def status_for(session: AsyncSession, partner_id: uuid.UUID, agreement_id:
 
 
 async def stage_satisfied_at(session: AsyncSession, partner_id: uuid.UUID, stage_key: str) -> datetime | None:
-    """When the partner had accepted every agreement required for the stage (the latest of those moments).
+    """When the partner had accepted every agreement required for the stage (see `stages_satisfied_at`)."""
+    return (await stages_satisfied_at(session, [partner_id], stage_key)).get(partner_id)
+
+
+async def stages_satisfied_at(session: AsyncSession, partner_ids: list[uuid.UUID],
+                              stage_key: str) -> dict[uuid.UUID, datetime]:
+    """For each partner that had accepted every agreement required for the stage, when (the latest of those
+    moments); in bulk (two queries whatever the number of partners).
 
     For each stage-scoped agreement, the moment is its earliest acceptance of the required
-    version or a later one. None when one is not accepted; the partner's creation time
-    when the stage needs no agreement.
+    version or a later one. A partner that has not accepted one is left out; when the stage
+    needs no agreement, every partner is in, at its creation time.
     """
+    if not partner_ids:
+        return {}
     program = await load_program(session)
     needed = {rule.agreement_id for rule in program.rules
               if rule.scope == RequirementScope.stage and rule.stage_key == stage_key}
     if not needed:
-        return await session.scalar(select(Partner.created_at).where(Partner.id == partner_id))
+        return dict((await session.execute(
+            select(Partner.id, Partner.created_at).where(Partner.id.in_(partner_ids)))).all())
     rows = (await session.execute(
-        select(AgreementAcceptance.agreement_id, AgreementVersion.number, func.min(AgreementAcceptance.accepted_at))
+        select(AgreementAcceptance.partner_id, AgreementAcceptance.agreement_id, AgreementVersion.number,
+               func.min(AgreementAcceptance.accepted_at))
         .join(AgreementVersion, AgreementVersion.id == AgreementAcceptance.version_id)
-        .where(AgreementAcceptance.partner_id == partner_id, AgreementAcceptance.agreement_id.in_(needed))
-        .group_by(AgreementAcceptance.agreement_id, AgreementVersion.number))).all()
-    satisfied: dict[uuid.UUID, datetime] = {}
-    for agreement_id, number, accepted_at in rows:
+        .where(AgreementAcceptance.partner_id.in_(partner_ids), AgreementAcceptance.agreement_id.in_(needed))
+        .group_by(AgreementAcceptance.partner_id, AgreementAcceptance.agreement_id, AgreementVersion.number))).all()
+    satisfied: dict[uuid.UUID, dict[uuid.UUID, datetime]] = {}
+    for partner_id, agreement_id, number, accepted_at in rows:
         if number >= program.required[agreement_id].number:
-            current = satisfied.get(agreement_id)
-            satisfied[agreement_id] = accepted_at if current is None else min(current, accepted_at)
-    if set(satisfied) != needed:
-        return None
-    return max(satisfied.values())
+            mine = satisfied.setdefault(partner_id, {})
+            current = mine.get(agreement_id)
+            mine[agreement_id] = accepted_at if current is None else min(current, accepted_at)
+    return {partner_id: max(mine.values()) for partner_id, mine in satisfied.items() if set(mine) == needed}
 
 
 async def request_reacceptance(session: AsyncSession, actor: Actor, partner_id: uuid.UUID,

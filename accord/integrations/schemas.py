@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from accord.agreements.schemas import StatusRead
 from accord.core.pagination import Page
 from accord.core.schemas import WriteModel
 
@@ -59,15 +60,7 @@ class CredentialItem(BaseModel):
     unused_days: int = Field(description="Days since its last use (since its creation if never used)")
 
 
-class AgreementItem(BaseModel):
-    agreement_id: uuid.UUID
-    slug: str
-    title: str
-    state: str = Field(description="accepted, due, overdue or missing")
-    version_number: int = Field(description="The latest material version")
-    accepted_version_number: int | None
-    accepted_at: datetime | None
-    due_at: datetime | None
+class AgreementItem(StatusRead):
     reasons: list[str] = Field(description="Why the partner is bound, e.g. product:maps, tier:gold")
 
 

@@ -144,31 +144,29 @@ async def _subscription_decision(session: AsyncSession, settings: Settings, even
                           "subject_name": subject, "reason": reason})]
 
 
-async def _credential_expiring(session: AsyncSession, settings: Settings, event: Event) -> list[PlannedEmail]:
+async def _credential_email(session: AsyncSession, event: Event, template: str,
+                            **defaults: Any) -> list[PlannedEmail]:
+    """A notice about one credential to its partner; `defaults`: the fields of the credential the template
+    adds, with the value to use when the event does not carry one."""
     credential = _object(event)
     partner = await _partner_of(session, event)
     application = await _application(session, credential.get("application_id"))
     if partner is None or application is None:
         return []
-    return [PlannedEmail("credential_expiring", await partner_recipients(session, partner),
+    return [PlannedEmail(template, await partner_recipients(session, partner),
                          {"partner_name": partner.name, "application_name": application.name,
                           "environment": application.environment.value,
                           "credential_name": credential.get("name", ""), "last4": credential.get("last4", ""),
-                          "expires_at": credential.get("expires_at")})]
+                          **{key: credential.get(key, default) for key, default in defaults.items()}})]
+
+
+async def _credential_expiring(session: AsyncSession, settings: Settings, event: Event) -> list[PlannedEmail]:
+    return await _credential_email(session, event, "credential_expiring", expires_at=None)
 
 
 async def _credential_revoked(session: AsyncSession, settings: Settings, event: Event) -> list[PlannedEmail]:
     """A credential the integration audit revoked as stale (`credential.stale_revoked`)."""
-    credential = _object(event)
-    partner = await _partner_of(session, event)
-    application = await _application(session, credential.get("application_id"))
-    if partner is None or application is None:
-        return []
-    return [PlannedEmail("credential_revoked", await partner_recipients(session, partner),
-                         {"partner_name": partner.name, "application_name": application.name,
-                          "environment": application.environment.value,
-                          "credential_name": credential.get("name", ""), "last4": credential.get("last4", ""),
-                          "unused_days": credential.get("unused_days", 0)})]
+    return await _credential_email(session, event, "credential_revoked", unused_days=0)
 
 
 async def _limit_threshold(session: AsyncSession, settings: Settings, event: Event) -> list[PlannedEmail]:

@@ -47,12 +47,9 @@ async def terms_accepted(session: AsyncSession, partners: Iterable) -> dict[uuid
     """When every agreement the `terms_accepted` stage requires was accepted (accord.agreements)."""
     from accord.agreements import service as agreements
 
-    found: dict[uuid.UUID, Fact] = {}
-    for partner in partners:
-        at = await agreements.stage_satisfied_at(session, partner.id, "terms_accepted")
-        if at is not None:
-            found[partner.id] = Fact(at, "accepted every agreement the terms stage requires")
-    return found
+    accepted = await agreements.stages_satisfied_at(session, [p.id for p in partners], "terms_accepted")
+    return {partner_id: Fact(at, "accepted every agreement the terms stage requires")
+            for partner_id, at in accepted.items()}
 
 
 async def sandbox_access(session: AsyncSession, partner_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fact]:

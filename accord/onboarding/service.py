@@ -194,14 +194,14 @@ class _Pass:
         for stage in self.ordered:
             if stage.key not in gated:
                 continue
-            for row in pending:
-                if row.partner_id in gates or self._at_or_after(row, stage.key):
-                    continue
-                if stage.key == path.TERMS_ACCEPTED:  # its fact is the acceptance itself
-                    fact = found.get(path.TERMS_ACCEPTED, {}).get(row.partner_id)
-                    at = fact.at if fact else None
-                else:
-                    at = await agreements.stage_satisfied_at(self.session, row.partner_id, stage.key)
+            before = [r for r in pending if r.partner_id not in gates and not self._at_or_after(r, stage.key)]
+            if stage.key == path.TERMS_ACCEPTED:  # its fact is the acceptance itself
+                satisfied = {pid: fact.at for pid, fact in found.get(path.TERMS_ACCEPTED, {}).items()}
+            else:
+                satisfied = await agreements.stages_satisfied_at(self.session, [r.partner_id for r in before],
+                                                                 stage.key)
+            for row in before:
+                at = satisfied.get(row.partner_id)
                 if at is None:
                     gates[row.partner_id] = stage.key
                 else:
