@@ -41,11 +41,13 @@ class Program:
             await sweeper.close()
 
     async def call(self, path: str, secret: str) -> httpx.Response:
-        """A call through the gateway, retried while the gateway has not seen the new key yet (≤ 1 s)."""
+        """A call through the gateway, retried while the gateway has not seen the new key yet (≤ 1 s; its
+        first snapshot after start may still be the empty program, built on its own thread)."""
+        not_yet = {"/problems/application-pending", "/problems/snapshot-unavailable"}
         async with httpx.AsyncClient(base_url=self.gateway_url, timeout=10) as client:
             for _ in range(50):
                 response = await client.get(path, headers={"Authorization": f"Bearer {secret}"})
-                if response.status_code != 401 and response.json().get("type") != "/problems/application-pending":
+                if response.status_code != 401 and response.json().get("type") not in not_yet:
                     break
                 await asyncio.sleep(0.1)
         await self.gateway.recorder.flush()
