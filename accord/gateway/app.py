@@ -65,6 +65,13 @@ class GatewayApp:
         if kind == "lifespan":
             return await self._lifespan(receive, send)
 
+    def direct(self, exchange: Any) -> bool:
+        """accord.gateway.server's way in for a request without a body (see `Gateway.direct`)."""
+        path = exchange.scope["path"]
+        if path == HEALTH_PATH or path == METRICS_PATH:
+            return False
+        return self.gateway.direct(exchange)
+
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
             message = await receive()

@@ -10,7 +10,6 @@ No framework, no database call, no Pydantic here.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 import re
@@ -25,7 +24,8 @@ import yarl
 from accord.gateway import snapshot as s
 from accord.gateway.limits import LimitCheck, LimiterUnavailable, policy_item, ratelimit_item_quoted, sf_string
 from accord.gateway.problems import PROBLEM_CONTENT_TYPE, problem
-from accord.gateway.upstream import Origin, UpstreamClient, UpstreamTimeout, UpstreamUnreachable, parse_origin
+from accord.gateway.upstream import (IDEMPOTENT, Origin, UpstreamClient, UpstreamTimeout, UpstreamUnreachable,
+                                     parse_origin)
 
 log = logging.getLogger("accord.gateway")
 
@@ -77,131 +77,188 @@ class Gateway:
             await self.http.close()
 
     # --- the request path -------------------------------------------------
+    #
+    # Two ways in, one decision. `handle` is the ASGI path (any ASGI server). `direct` is what
+    # this gateway's own server (accord.gateway.server) tries first for a request without a body:
+    # admission, limits and a small upstream answer all happen in callbacks, without a task, a
+    # future or an ASGI message (measured in bench/README.md: most of a request's cost was that
+    # machinery, not the decision). Whatever `direct` cannot finish that way — an answer that
+    # streams, a new upstream connection, a retry, https, a mock, Redis limits — continues as a
+    # coroutine on the connection's task, through the same code the ASGI path runs.
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.perf_counter()
-        snap = self._snapshot()
-        path: str = scope["path"]
-        headers = scope["headers"]
-        environment = "production"
-        if path == SANDBOX_PATH or path.startswith(SANDBOX_PATH + "/"):
-            environment, path = "sandbox", path[len(SANDBOX_PATH):] or "/"
-        else:
-            host = _header(headers, b"host")
-            if host is not None and host.startswith(b"sandbox."):
-                environment = "sandbox"
-        ctx = _Context(environment)
+        ctx = _Context(scope)
         try:
-            await self._route(scope, receive, send, snap, path, headers, ctx)
+            if await self._admitted(scope, ctx):
+                await self._dispatch(scope, receive, send, ctx)
+            else:
+                await _respond(send, *self._refusal(ctx))
         finally:
-            latency = time.perf_counter() - started
-            self.recorder.record(application_id=ctx.app_id, partner_id=ctx.partner_id, api_id=ctx.api_id,
-                                 environment=environment, metrics=ctx.metrics, status=ctx.status,
-                                 denial=ctx.denial, latency=latency, credential_id=ctx.credential_id)
-            self.metrics.observe_request(ctx.api_slug, ctx.status, ctx.denial, ctx.upstream_latency)
+            self._record(ctx, started)
 
-    async def _route(self, scope: dict[str, Any], receive: Any, send: Any, snap: s.Snapshot, path: str,
-                     headers: list[tuple[bytes, bytes]], ctx: _Context) -> None:
+    def direct(self, exchange: Any) -> bool:
+        """Answer `exchange` (a bodyless request on accord.gateway.server) from callbacks; False: use `handle`.
+
+        `exchange` offers `scope`, `receive`, `send`, `answer(status, headers, body)`,
+        `continue_with(coroutine)` (finish on the connection's task) and `fail()`.
+        """
+        consume_now = self._consume_now
+        if consume_now is None:  # limits in Redis: the decision needs a round trip
+            return False
+        started = time.perf_counter()
+        scope = exchange.scope
+        ctx = _Context(scope)
+        checks = self._admit(scope, ctx)
+        if checks is not None and (not checks or self._within_limits(ctx, checks, consume_now(checks))):
+            if not self._forward_direct(exchange, ctx, started):
+                exchange.continue_with(self._recorded(self._dispatch(scope, exchange.receive, exchange.send, ctx),
+                                                      ctx, started))
+            return True
+        try:
+            exchange.answer(*self._refusal(ctx))
+        finally:
+            self._record(ctx, started)
+        return True
+
+    def _record(self, ctx: _Context, started: float) -> None:
+        self.recorder.record(application_id=ctx.app_id, partner_id=ctx.partner_id, api_id=ctx.api_id,
+                             environment=ctx.environment, metrics=ctx.metrics, status=ctx.status,
+                             denial=ctx.denial, latency=time.perf_counter() - started, credential_id=ctx.credential_id)
+        self.metrics.observe_request(ctx.api_slug, ctx.status, ctx.denial, ctx.upstream_latency)
+
+    async def _recorded(self, work: Any, ctx: _Context, started: float) -> None:
+        try:
+            await work
+        finally:
+            self._record(ctx, started)
+
+    async def _admitted(self, scope: dict[str, Any], ctx: _Context) -> bool:
+        checks = self._admit(scope, ctx)
+        if checks is None:
+            return False
+        if not checks:
+            return True
+        consume_now = self._consume_now
+        try:
+            decision = consume_now(checks) if consume_now is not None else await self.limiter.consume(checks)
+        except LimiterUnavailable:
+            ctx.refuse(s.LIMITER_UNAVAILABLE)
+            return False
+        return self._within_limits(ctx, checks, decision)
+
+    def _admit(self, scope: dict[str, Any], ctx: _Context) -> list[LimitCheck] | None:
+        """Everything before the limits: the limit checks to make ([] for none), or None when refused (`ctx` says why)."""
+        snap = self._snapshot()
         if snap.version == 0 and not snap.apis_by_prefix:
-            return await self._deny(send, ctx, "snapshot-unavailable")
+            return ctx.refuse("snapshot-unavailable")
+        path = ctx.path
         if "/." in path and _has_dot_segment(path):
             # An upstream that normalises paths would resolve it outside the API's base path.
-            return await self._deny(send, ctx, s.DOT_SEGMENT, "a path segment is . or .. (or %2e forms of them)")
+            return ctx.refuse(s.DOT_SEGMENT, "a path segment is . or .. (or %2e forms of them)")
         found = snap.api_for(path)
         if found is None:
-            return await self._deny(send, ctx, s.NO_ROUTE, f"no API is served at {path}")
+            return ctx.refuse(s.NO_ROUTE, f"no API is served at {path}")
         api, rest = found
+        ctx.api, ctx.rest = api, rest
         ctx.api_id, ctx.api_slug = api.id, api.slug
         method: str = scope["method"]
         query_string: bytes = scope.get("query_string", b"")
         query = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True) if query_string else []
         matched = _match_rules(api, method, rest, query)
         if not matched:
-            return await self._deny(send, ctx, s.NO_MAPPING_RULE, f"no mapping rule of {api.slug} matches {method} {rest}")
+            return ctx.refuse(s.NO_MAPPING_RULE, f"no mapping rule of {api.slug} matches {method} {rest}")
 
         # --- who is calling -------------------------------------------------
+        headers = scope["headers"]
         secret, public_app_id = _read_credential(api, headers, query)
         if not secret:
-            return await self._deny(send, ctx, s.MISSING_CREDENTIAL, _credential_hint(api))
-        credential = snap.credentials.get(hmac.new(self._key, secret.encode(), hashlib.sha256).hexdigest())
+            return ctx.refuse(s.MISSING_CREDENTIAL, _credential_hint(api))
+        credential = snap.credentials.get(hmac.digest(self._key, secret.encode(), "sha256").hex())
         if credential is None:
-            return await self._deny(send, ctx, s.UNKNOWN_CREDENTIAL)
+            return ctx.refuse(s.UNKNOWN_CREDENTIAL)
         ctx.credential_id = credential.id
         if credential.revoked:
-            return await self._deny(send, ctx, s.REVOKED_CREDENTIAL)
+            return ctx.refuse(s.REVOKED_CREDENTIAL)
         if credential.expires_at is not None and credential.expires_at <= self._clock():
-            return await self._deny(send, ctx, s.EXPIRED_CREDENTIAL)
+            return ctx.refuse(s.EXPIRED_CREDENTIAL)
         app = snap.apps.get(credential.application_id)
         if app is None or (api.credential_location == "app-id-key" and app.public_app_id != public_app_id):
-            return await self._deny(send, ctx, s.UNKNOWN_CREDENTIAL)
+            return ctx.refuse(s.UNKNOWN_CREDENTIAL)
+        ctx.app = app
         ctx.app_id, ctx.partner_id = app.id, app.partner_id
         partner = snap.partners[app.partner_id]
         if partner.status == "suspended":
-            return await self._deny(send, ctx, s.PARTNER_SUSPENDED)
+            return ctx.refuse(s.PARTNER_SUSPENDED)
         if partner.status != "active":
-            return await self._deny(send, ctx, s.PARTNER_INACTIVE, f"the partner is {partner.status}")
+            return ctx.refuse(s.PARTNER_INACTIVE, f"the partner is {partner.status}")
         if app.state == "suspended":
-            return await self._deny(send, ctx, s.APPLICATION_SUSPENDED)
+            return ctx.refuse(s.APPLICATION_SUSPENDED)
         if app.state != "live":
-            return await self._deny(send, ctx, s.APPLICATION_PENDING)
+            return ctx.refuse(s.APPLICATION_PENDING)
         if app.environment != ctx.environment:
-            return await self._deny(send, ctx, s.WRONG_ENVIRONMENT,
-                                    f"a {app.environment} credential was used on {ctx.environment}; "
-                                    + ("call under /sandbox" if app.environment == "sandbox" else "call without /sandbox"))
+            return ctx.refuse(s.WRONG_ENVIRONMENT,
+                              f"a {app.environment} credential was used on {ctx.environment}; "
+                              + ("call under /sandbox" if app.environment == "sandbox" else "call without /sandbox"))
 
         # --- what it may do -------------------------------------------------
         access = app.access.get(api.id)
         if access is None:
-            return await self._deny(send, ctx, s.NOT_IN_PRODUCTS, f"the application has no subscription giving {api.slug}")
+            return ctx.refuse(s.NOT_IN_PRODUCTS, f"the application has no subscription giving {api.slug}")
         if access.denial is not None:
-            return await self._deny(send, ctx, access.denial)
+            return ctx.refuse(access.denial)
         if access.agreement_due is not None and ctx.environment == "production" \
                 and access.agreement_due[0] <= self._clock():
-            return await self._deny(send, ctx, s.AGREEMENT_REQUIRED, access.agreement_due[1])
+            return ctx.refuse(s.AGREEMENT_REQUIRED, access.agreement_due[1])
         if access.allowed_http_methods is not None and method not in access.allowed_http_methods:
-            return await self._deny(send, ctx, s.HTTP_METHOD_DISABLED,
-                                    f"the {access.plan_slug} plan allows only {', '.join(sorted(access.allowed_http_methods))}")
+            return ctx.refuse(s.HTTP_METHOD_DISABLED,
+                              f"the {access.plan_slug} plan allows only {', '.join(sorted(access.allowed_http_methods))}")
         totals = _with_ancestors(api, matched)
         for metric_id in totals:
             if metric_id in access.disabled_metrics:
-                return await self._deny(send, ctx, s.METHOD_DISABLED,
-                                        f"the {access.plan_slug} plan disables {api.metric_names.get(metric_id, '?')}")
+                return ctx.refuse(s.METHOD_DISABLED,
+                                  f"the {access.plan_slug} plan disables {api.metric_names.get(metric_id, '?')}")
         if access.allowed_metrics is not None and not any(m in access.allowed_metrics for m, _ in matched):
-            return await self._deny(send, ctx, s.METHOD_NOT_IN_PRODUCT)
+            return ctx.refuse(s.METHOD_NOT_IN_PRODUCT)
         ctx.metrics = matched
+        if not access.limits:
+            return []
+        end_user = _header(headers, api.end_user_header.encode()) if api.end_user_header else None
+        scope_key = app.id + ("|u:" + end_user.decode("latin-1") if end_user else "")
+        return [LimitCheck(f"{scope_key}|{limit.metric_id}", limit.period, limit.value, totals[limit.metric_id])
+                for limit in access.limits if limit.metric_id in totals]
 
-        # --- limits -----------------------------------------------------------
-        rate_headers: list[tuple[bytes, bytes]] = []
-        if access.limits:
-            end_user = _header(headers, api.end_user_header.encode()) if api.end_user_header else None
-            scope_key = app.id + ("|u:" + end_user.decode("latin-1") if end_user else "")
-            checks = [LimitCheck(f"{scope_key}|{limit.metric_id}", limit.period, limit.value, totals[limit.metric_id])
-                      for limit in access.limits if limit.metric_id in totals]
-            if checks:
-                try:
-                    consume_now = self._consume_now
-                    decision = consume_now(checks) if consume_now is not None else await self.limiter.consume(checks)
-                except LimiterUnavailable:
-                    return await self._deny(send, ctx, s.LIMITER_UNAVAILABLE)
-                name, policy, quoted = self._policy(api, decision)
-                reset = decision.reset if decision.window is not None else None  # eternity never resets
-                rate_headers = [(b"ratelimit-policy", policy),
-                                (b"ratelimit", ratelimit_item_quoted(quoted, decision.remaining, reset).encode())]
-                if decision.allowed:
-                    self._note_threshold(app, api, checks, decision.used)
-                if not decision.allowed:
-                    if reset is not None:
-                        rate_headers.append((b"retry-after", str(decision.retry_after or 1).encode()))
-                    return await self._deny(send, ctx, s.LIMIT_REACHED,
-                                            f"{name}: {decision.limit} per {decision.period} used up", rate_headers)
+    def _within_limits(self, ctx: _Context, checks: list[LimitCheck], decision: Any) -> bool:
+        """Keep the RateLimit headers for the answer; False (and `ctx` refused) when a limit is reached."""
+        api = ctx.api
+        name, policy, quoted = self._policy(api, decision)
+        reset = decision.reset if decision.window is not None else None  # eternity never resets
+        ctx.rate_headers = rate_headers = [(b"ratelimit-policy", policy),
+                                           (b"ratelimit", ratelimit_item_quoted(quoted, decision.remaining, reset).encode())]
+        if decision.allowed:
+            self._note_threshold(ctx.app, api, checks, decision.used)
+            return True
+        if reset is not None:
+            rate_headers.append((b"retry-after", str(decision.retry_after or 1).encode()))
+        ctx.refuse(s.LIMIT_REACHED, f"{name}: {decision.limit} per {decision.period} used up", rate_headers)
+        return False
 
-        # --- forward ----------------------------------------------------------
+    async def _dispatch(self, scope: dict[str, Any], receive: Any, send: Any, ctx: _Context) -> None:
+        """An admitted request: forwarded, answered from the API's examples, or refused for want of an upstream."""
+        api = ctx.api
         upstream = api.upstreams.get(ctx.environment)
         if upstream is None:
             if ctx.environment == "sandbox" and api.mock_examples:
-                return await self._mock(send, ctx, api, method, rest, rate_headers)
-            return await self._deny(send, ctx, s.NO_UPSTREAM, f"{api.slug} has no {ctx.environment} upstream")
-        await self._forward(scope, receive, send, ctx, api, app, upstream, rest, headers, rate_headers)
+                return await self._mock(send, ctx, api, scope["method"], ctx.rest)
+            ctx.refuse(s.NO_UPSTREAM, f"{api.slug} has no {ctx.environment} upstream")
+            return await _respond(send, *self._refusal(ctx))
+        await self._forward(scope, receive, send, ctx, upstream)
+
+    def _refusal(self, ctx: _Context) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The answer to a refused request: status, headers and problem+json body."""
+        status, body = problem(ctx.denial or "snapshot-unavailable", ctx.detail)
+        ctx.status = status
+        return status, _headers(PROBLEM_CONTENT_TYPE, body, ctx.extra), body
 
     def _policy(self, api: s.ApiEntry, decision: Any) -> tuple[str, bytes, str]:
         """The decision's policy name `<metric>-<period>`, its RateLimit-Policy item and its name as an sf-string.
@@ -233,31 +290,58 @@ class Gateway:
                                                    metric=api.metric_names.get(metric_id, metric_id),
                                                    period=check.period, limit=check.limit, percent=crossed[-1])
 
-    async def _forward(self, scope: dict[str, Any], receive: Any, send: Any, ctx: _Context, api: s.ApiEntry,
-                       app: s.AppEntry, upstream: str, rest: str, headers: list[tuple[bytes, bytes]],
-                       rate_headers: list[tuple[bytes, bytes]]) -> None:
+    def _origin(self, upstream: str) -> Origin | None:
         origin = self._origins.get(upstream, _UNPARSED)
         if origin is _UNPARSED:
             origin = self._origins[upstream] = parse_origin(upstream)
-        target = _target(scope, rest, api)
+        return origin
+
+    def _upstream_head(self, scope: dict[str, Any], ctx: _Context, origin: Origin) -> tuple[bytes, bool, bool]:
+        """The request line and headers for the upstream, whether a body follows, and whether it is chunked."""
+        headers = scope["headers"]
         length = _header(headers, b"content-length")
         chunked = length is None and _header(headers, b"transfer-encoding") is not None
         has_body = chunked or (length is not None and length != b"0")
-        if origin is None:  # https: through aiohttp
-            return await self._forward_aiohttp(scope, receive, send, ctx, api, app, upstream, target, headers,
-                                               rate_headers, has_body)
         method: str = scope["method"]
-        head = [method.encode(), b" ", origin.base_path, target, b" HTTP/1.1\r\nhost: ", origin.host_header, b"\r\n"]
-        for name, value in _upstream_headers(scope, headers, api, app):
+        head = [method.encode(), b" ", origin.base_path, _target(scope, ctx.rest, ctx.api), b" HTTP/1.1\r\nhost: ",
+                origin.host_header, b"\r\n"]
+        for name, value in _upstream_headers(scope, headers, ctx.api, ctx.app):
             head += (name, b": ", value, b"\r\n")
         if has_body:
             head.append(b"transfer-encoding: chunked\r\n\r\n" if chunked else b"content-length: " + length + b"\r\n\r\n")
         else:
             head.append(b"\r\n")
+        return b"".join(head), has_body, chunked
+
+    def _forward_direct(self, exchange: Any, ctx: _Context, started: float) -> bool:
+        """Send a bodyless request on an idle pooled connection; its answer is relayed from callbacks (`_DirectRelay`).
+
+        False (nothing sent) when that takes a coroutine: no upstream, https, no idle connection.
+        """
+        upstream = ctx.api.upstreams.get(ctx.environment)
+        if upstream is None:
+            return False
+        origin = self._origin(upstream)
+        if origin is None:
+            return False
+        connection = self.upstream.idle_connection(origin.key)
+        if connection is None:
+            return False
+        head, _, _ = self._upstream_head(exchange.scope, ctx, origin)
+        _DirectRelay(self, exchange, ctx, connection, upstream, started).send(head)
+        return True
+
+    async def _forward(self, scope: dict[str, Any], receive: Any, send: Any, ctx: _Context, upstream: str,
+                       retry: bool = True) -> None:
+        origin = self._origin(upstream)
+        if origin is None:  # https: through aiohttp
+            return await self._forward_aiohttp(scope, receive, send, ctx, upstream)
+        head, has_body, chunked = self._upstream_head(scope, ctx, origin)
         upstream_started = time.perf_counter()
         try:
-            answer, connection = await self.upstream.request(origin, method, b"".join(head),
-                                                             (lambda: _body(receive)) if has_body else None, chunked)
+            _, connection = await self.upstream.request(origin, scope["method"], head,
+                                                        (lambda: _body(receive)) if has_body else None, chunked,
+                                                        retry=retry)
         except UpstreamTimeout:
             return await self._deny(send, ctx, s.UPSTREAM_TIMEOUT)
         except UpstreamUnreachable:
@@ -265,39 +349,45 @@ class Gateway:
         except ClientGone:
             ctx.status = CLIENT_CLOSED_REQUEST  # the upstream connection was closed mid-body, nothing to answer
             return
+        await self._relay(send, ctx, connection, upstream_started)
+
+    async def _relay(self, send: Any, ctx: _Context, connection: Any, upstream_started: float) -> None:
+        """Stream the upstream's answer (its head is in) to the caller, then give the connection back."""
         try:
-            ctx.status = answer.status
-            out = [pair for pair in answer.headers if pair[0] not in ANSWER_HOP_BY_HOP]
-            if rate_headers:
-                out += rate_headers
-            await send({"type": "http.response.start", "status": answer.status, "headers": out})
-            if answer.complete:  # the usual small answer: already all here, one write
-                await send({"type": "http.response.body", "body": await answer.read(), "more_body": False})
+            ctx.status = connection.status
+            await send({"type": "http.response.start", "status": connection.status,
+                        "headers": _answer_headers(ctx, connection.headers)})
+            if connection.complete:  # the usual small answer: already all here, one write
+                await send({"type": "http.response.body", "body": connection.take(), "more_body": False})
                 return
             try:
-                while chunk := await answer.read():
+                while chunk := await connection.read():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (UpstreamTimeout, UpstreamUnreachable):
                 # Headers are gone already: the answer is left unfinished, so the server closes the
                 # connection. Ending it (a last chunk) would tell the caller a cut body is whole.
-                log.warning("upstream of %s broke off mid-answer", api.slug)
+                log.warning("upstream of %s broke off mid-answer", ctx.api_slug)
                 return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             ctx.upstream_latency = time.perf_counter() - upstream_started
             self.upstream.release(connection)
 
-    async def _forward_aiohttp(self, scope: dict[str, Any], receive: Any, send: Any, ctx: _Context, api: s.ApiEntry,
-                               app: s.AppEntry, upstream: str, target: bytes, headers: list[tuple[bytes, bytes]],
-                               rate_headers: list[tuple[bytes, bytes]], has_body: bool) -> None:
+    async def _forward_aiohttp(self, scope: dict[str, Any], receive: Any, send: Any, ctx: _Context,
+                               upstream: str) -> None:
         """The path for https:// upstreams (TLS through aiohttp's pooled session, made on first use)."""
         if self.http is None:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
             self.http = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                               cookie_jar=aiohttp.DummyCookieJar(),
                                               skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+        headers = scope["headers"]
+        has_body = _header(headers, b"transfer-encoding") is not None or \
+            _header(headers, b"content-length") not in (None, b"0")
+        target = _target(scope, ctx.rest, ctx.api)
         url = yarl.URL(upstream.rstrip("/") + target.decode("latin-1"), encoded=True)
-        out_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in _upstream_headers(scope, headers, api, app)]
+        out_headers = [(k.decode("latin-1"), v.decode("latin-1"))
+                       for k, v in _upstream_headers(scope, headers, ctx.api, ctx.app)]
         upstream_started = time.perf_counter()
         try:
             response = await self.http.request(scope["method"], url, headers=out_headers, allow_redirects=False,
@@ -316,24 +406,24 @@ class Gateway:
             length = response.headers.get("Content-Length")
             if length is not None:
                 answer.append((b"content-length", length.encode()))
-            await send({"type": "http.response.start", "status": response.status, "headers": answer + rate_headers})
+            await send({"type": "http.response.start", "status": response.status, "headers": answer + ctx.rate_headers})
             try:
                 async for chunk in response.content.iter_chunked(65536):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (asyncio.TimeoutError, aiohttp.ClientError):
-                log.warning("upstream of %s broke off mid-answer", api.slug)
-                return  # unfinished: the server closes the connection (see _forward)
+                log.warning("upstream of %s broke off mid-answer", ctx.api_slug)
+                return  # unfinished: the server closes the connection (see _relay)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             ctx.upstream_latency = time.perf_counter() - upstream_started
             response.release()
 
-    async def _mock(self, send: Any, ctx: _Context, api: s.ApiEntry, method: str, rest: str,
-                    rate_headers: list[tuple[bytes, bytes]]) -> None:
+    async def _mock(self, send: Any, ctx: _Context, api: s.ApiEntry, method: str, rest: str) -> None:
         for (verb, template), (status, body) in api.mock_examples.items():
             if verb == method and self._template_regex(template).match(rest):
                 ctx.status = status
-                await _respond(send, status, body, b"application/json", [(b"x-accord-mock", b"true"), *rate_headers])
+                await _respond(send, status, _headers(b"application/json", body,
+                                                      [(b"x-accord-mock", b"true"), *ctx.rate_headers]), body)
                 return
         await self._deny(send, ctx, s.NO_UPSTREAM, f"{api.slug} has no sandbox upstream and no example for {method} {rest}")
 
@@ -345,21 +435,104 @@ class Gateway:
             self._mock_patterns[template] = regex
         return regex
 
-    async def _deny(self, send: Any, ctx: _Context, reason: str, detail: str | None = None,
-                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        status, body = problem(reason, detail)
-        ctx.status, ctx.denial = status, reason
-        await _respond(send, status, body, PROBLEM_CONTENT_TYPE, extra)
+    async def _deny(self, send: Any, ctx: _Context, reason: str, detail: str | None = None) -> None:
+        ctx.refuse(reason, detail)
+        await _respond(send, *self._refusal(ctx))
+
+
+class _DirectRelay:
+    """A request `Gateway.direct` sent upstream: the connection calls `on_event` on each change, no task waits.
+
+    A complete answer in (the usual small one) is written to the caller at once. An answer still
+    arriving, or a retry on a fresh connection, continues as a coroutine on the caller's connection.
+    """
+
+    __slots__ = ("gateway", "exchange", "ctx", "connection", "upstream", "started", "upstream_started")
+
+    def __init__(self, gateway: Gateway, exchange: Any, ctx: _Context, connection: Any, upstream: str,
+                 started: float) -> None:
+        self.gateway = gateway
+        self.exchange = exchange
+        self.ctx = ctx
+        self.connection = connection
+        self.upstream = upstream
+        self.started = started
+        self.upstream_started = 0.0
+
+    def send(self, head: bytes) -> None:
+        self.upstream_started = time.perf_counter()
+        self.gateway.upstream.begin(self.connection, head, self.exchange.scope["method"], self.on_event)
+
+    def on_event(self) -> None:
+        connection = self.connection
+        if not connection.headers_done and connection.error is None:
+            return  # more of the answer's head to come
+        connection.stop_listening()
+        try:
+            if connection.headers_done:
+                self._answer()
+            else:
+                self._failed(connection.error)
+        except Exception:
+            log.exception("the gateway failed relaying %s %s", self.exchange.scope["method"], self.exchange.scope["path"])
+            self.exchange.fail()
+
+    def _answer(self) -> None:
+        gateway, ctx, connection, exchange = self.gateway, self.ctx, self.connection, self.exchange
+        if not connection.complete:
+            exchange.continue_with(gateway._recorded(gateway._relay(exchange.send, ctx, connection,
+                                                                     self.upstream_started), ctx, self.started))
+            return
+        ctx.status = status = connection.status
+        ctx.upstream_latency = time.perf_counter() - self.upstream_started
+        headers = _answer_headers(ctx, connection.headers)
+        body = connection.take()
+        gateway.upstream.release(connection)
+        try:
+            exchange.answer(status, headers, body)
+        finally:
+            gateway._record(ctx, self.started)
+
+    def _failed(self, error: Exception | None) -> None:
+        gateway, ctx, connection, exchange = self.gateway, self.ctx, self.connection, self.exchange
+        connection.close()
+        if isinstance(error, UpstreamUnreachable) and not connection.received_any \
+                and exchange.scope["method"] in IDEMPOTENT:
+            # The upstream closed this pooled connection as we used it: once more, on a fresh one.
+            exchange.continue_with(gateway._recorded(
+                gateway._forward(exchange.scope, exchange.receive, exchange.send, ctx, self.upstream, retry=False),
+                ctx, self.started))
+            return
+        ctx.refuse(s.UPSTREAM_TIMEOUT if isinstance(error, UpstreamTimeout) else s.UPSTREAM_UNREACHABLE)
+        try:
+            exchange.answer(*gateway._refusal(ctx))
+        finally:
+            gateway._record(ctx, self.started)
 
 
 class _Context:
-    """What the request turned out to be, for usage recording."""
+    """What the request is and turned out to be: the decision's state, then what usage recording needs."""
 
-    __slots__ = ("environment", "api_id", "api_slug", "app_id", "partner_id", "credential_id", "metrics", "status",
-                 "denial", "upstream_latency")
+    __slots__ = ("environment", "path", "api", "rest", "app", "rate_headers", "detail", "extra", "api_id", "api_slug",
+                 "app_id", "partner_id", "credential_id", "metrics", "status", "denial", "upstream_latency")
 
-    def __init__(self, environment: str) -> None:
+    def __init__(self, scope: dict[str, Any]) -> None:
+        path: str = scope["path"]
+        environment = "production"
+        if path == SANDBOX_PATH or path.startswith(SANDBOX_PATH + "/"):
+            environment, path = "sandbox", path[len(SANDBOX_PATH):] or "/"
+        else:
+            host = _header(scope["headers"], b"host")
+            if host is not None and host.startswith(b"sandbox."):
+                environment = "sandbox"
         self.environment = environment
+        self.path = path  # without the /sandbox prefix
+        self.api: Any = None
+        self.rest = ""  # the path after the API's prefix
+        self.app: Any = None
+        self.rate_headers: list[tuple[bytes, bytes]] = []
+        self.detail: str | None = None
+        self.extra: list[tuple[bytes, bytes]] | None = None
         self.api_id: str | None = None
         self.api_slug = ""
         self.app_id: str | None = None
@@ -369,6 +542,11 @@ class _Context:
         self.status = 500
         self.denial: str | None = None
         self.upstream_latency: float | None = None
+
+    def refuse(self, reason: str, detail: str | None = None, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Record why the request is refused (returns None, which `_admit` returns for "refused")."""
+        self.denial, self.detail, self.extra = reason, detail, extra
+        return None
 
 
 def _has_dot_segment(path: str) -> bool:
@@ -517,10 +695,21 @@ async def _body(receive: Any) -> AsyncIterator[bytes]:
             return
 
 
-async def _respond(send: Any, status: int, body: bytes, content_type: bytes,
-                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
+def _headers(content_type: bytes, body: bytes, extra: list[tuple[bytes, bytes]] | None) -> list[tuple[bytes, bytes]]:
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     if extra:
         headers += extra
+    return headers
+
+
+def _answer_headers(ctx: _Context, upstream_headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream answer's headers for the caller: without hop-by-hop fields, with the RateLimit ones."""
+    out = [pair for pair in upstream_headers if pair[0] not in ANSWER_HOP_BY_HOP]
+    if ctx.rate_headers:
+        out += ctx.rate_headers
+    return out
+
+
+async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

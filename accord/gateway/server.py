@@ -78,9 +78,10 @@ class _Exchange:
 
     __slots__ = ("connection", "scope", "chunks", "buffered", "body_done", "body_given", "discard", "waiter",
                  "keep_alive", "expect_continue", "status", "headers", "head_sent", "chunked", "no_body", "finished",
-                 "head_request", "length")
+                 "head_request", "length", "bodyless", "dispatched", "for_task", "work")
 
-    def __init__(self, connection: _Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
+    def __init__(self, connection: _Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool,
+                 bodyless: bool = False) -> None:
         self.connection = connection
         self.scope = scope
         self.chunks: list[bytes] = []
@@ -99,6 +100,10 @@ class _Exchange:
         self.finished = False
         self.head_request = scope["method"] == "HEAD"
         self.length = -1  # body bytes the app's Content-Length still announces (-1: none given)
+        self.bodyless = bodyless  # neither Content-Length (other than 0) nor Transfer-Encoding
+        self.dispatched = False  # handed to the app's `direct` or to the connection's task
+        self.for_task = False  # the connection's task is to run the app (or `work`) for it
+        self.work: Any = None  # the coroutine `continue_with` gave, run instead of the app
 
     # --- ASGI receive --------------------------------------------------------------------------
 
@@ -142,33 +147,10 @@ class _Exchange:
             if self.headers is None or self.finished:
                 raise RuntimeError(f"{kind} out of turn")
             more = message.get("more_body", False)
-            body = message.get("body", b"")
+            self._write(message.get("body", b""), more)
             connection = self.connection
-            if not self.head_sent:
-                data = self._head(body, more)
-            else:
-                data = b""
-            if body and not self.no_body:
-                if self.chunked:
-                    data += b"%x\r\n%b\r\n" % (len(body), body)
-                else:
-                    if self.length >= 0:
-                        self.length -= len(body)
-                        if self.length < 0:  # more than announced: the excess would read as the next answer
-                            connection.write(data + body[:len(body) + self.length])
-                            connection.close()
-                            raise RuntimeError("the answer is longer than its Content-Length")
-                    data = data + body if data else body
-            if not more:
-                self.finished = True
-                if self.chunked:
-                    data += b"0\r\n\r\n"
-                elif self.length > 0 and not self.no_body:
-                    self.keep_alive = False  # shorter than announced: only closing tells the client it is cut
-            if data and not connection.lost:
-                connection.write(data)
-                if not connection.can_write:
-                    await connection.drain()
+            if not connection.can_write and not connection.lost:
+                await connection.drain()
             if not more:
                 connection.exchange_done(self)
             return
@@ -179,6 +161,63 @@ class _Exchange:
             self.headers = message.get("headers", ())
             return
         raise RuntimeError(f"unexpected ASGI message {kind!r}")
+
+    # --- the direct way (see `_Connection._dispatch`) ----------------------------------------------
+
+    def answer(self, status: int, headers: Any, body: bytes) -> None:
+        """The whole answer at once, without a coroutine: `send` of a start and a last body message."""
+        if self.headers is not None:
+            raise RuntimeError("answered twice")
+        self.status, self.headers = status, headers
+        self._write(body, False)
+        if self.connection.can_write or self.connection.lost:
+            self.connection.exchange_done(self)
+        else:  # the client is slow to read: the next request waits until it has taken this answer
+            self.continue_with(self._drained())
+
+    async def _drained(self) -> None:
+        await self.connection.drain()
+        self.connection.exchange_done(self)
+
+    def continue_with(self, work: Any) -> None:
+        """Finish this exchange with `work`, a coroutine run on the connection's task (as the app would be)."""
+        self.work = work
+        self.for_task = True
+        self.connection.wake_task()
+
+    def fail(self) -> None:
+        """The direct way failed (logged by the caller): as for an app that raised, 500 if nothing was sent, and close."""
+        connection = self.connection
+        if not self.head_sent and not connection.lost:
+            connection.write(_SERVER_ERROR)
+        connection.close()
+
+    def _write(self, body: bytes, more: bool) -> None:
+        """Write a body part (with the head first): the synchronous part of `send`."""
+        connection = self.connection
+        if not self.head_sent:
+            data = self._head(body, more)
+        else:
+            data = b""
+        if body and not self.no_body:
+            if self.chunked:
+                data += b"%x\r\n%b\r\n" % (len(body), body)
+            else:
+                if self.length >= 0:
+                    self.length -= len(body)
+                    if self.length < 0:  # more than announced: the excess would read as the next answer
+                        connection.write(data + body[:len(body) + self.length])
+                        connection.close()
+                        raise RuntimeError("the answer is longer than its Content-Length")
+                data = data + body if data else body
+        if not more:
+            self.finished = True
+            if self.chunked:
+                data += b"0\r\n\r\n"
+            elif self.length > 0 and not self.no_body:
+                self.keep_alive = False  # shorter than announced: only closing tells the client it is cut
+        if data and not connection.lost:
+            connection.write(data)
 
     def _head(self, body: bytes, more: bool) -> bytes:
         """The status line and headers, with the framing the answer needs."""
@@ -233,6 +272,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: _Server) -> None:
         self.server = server
         self.app = server.app
+        self.direct = server.direct
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.parser = HttpRequestParser(self)
@@ -396,7 +436,8 @@ class _Connection(asyncio.Protocol):
                  "client": self.client, "scheme": "http", "method": parser.get_method().decode("ascii"),
                  "root_path": "", "path": path, "raw_path": raw_path, "query_string": query.partition(b"#")[0],
                  "headers": headers}
-        exchange = _Exchange(self, scope, parser.should_keep_alive(), expect_continue)
+        bodyless = coding is None and (length is None or length == b"0")
+        exchange = _Exchange(self, scope, parser.should_keep_alive(), expect_continue, bodyless)
         self.parsing = exchange
         if self.current is None:
             self._start(exchange)
@@ -424,17 +465,45 @@ class _Connection(asyncio.Protocol):
             exchange.expect_continue = False
             exchange.wake()
             self.parsing = None
+            if exchange is self.current and not exchange.dispatched:
+                self._dispatch(exchange)
 
     # --- running the app --------------------------------------------------------------------------
 
     def _start(self, exchange: _Exchange) -> None:
         self.current = exchange
+        if exchange.bodyless and not exchange.body_done and self.direct is not None:
+            return  # the app's `direct` may take it once it is whole (on_message_complete, just after)
+        self._dispatch(exchange)
+
+    def _dispatch(self, exchange: _Exchange) -> None:
+        """Offer a request without a body to the app's `direct` (answered from callbacks), else run the app on the task.
+
+        `direct(exchange)` is an optional method of the app: it returns False to decline, or True
+        having answered (`exchange.answer`) or going to (from callbacks of its own, or with
+        `exchange.continue_with(coroutine)`, which the connection's task runs as it would the app).
+        accord.gateway.proxy's `Gateway.direct` is the one user; any other ASGI app runs as usual.
+        """
+        exchange.dispatched = True
+        direct = self.direct
+        if direct is not None and exchange.bodyless and exchange.body_done:
+            try:
+                if direct(exchange):
+                    return
+            except Exception:
+                log.exception("the gateway failed on %s %s", exchange.scope["method"], exchange.scope["path"])
+                exchange.fail()
+                return
+        exchange.for_task = True
+        self.wake_task()
+
+    def wake_task(self) -> None:
         ready = self._ready
         if ready is not None and not ready.done():
             ready.set_result(None)
 
     async def _work(self) -> None:
-        """The connection's one task: runs the app for each request in turn.
+        """The connection's one task: runs the app for each request handed to it, in turn.
 
         (A task per connection rather than per request: creating a task cost more than the
         future that wakes this one.)
@@ -442,7 +511,7 @@ class _Connection(asyncio.Protocol):
         done: _Exchange | None = None
         while not self.lost:
             exchange = self.current
-            if exchange is None or exchange is done:
+            if exchange is None or exchange is done or not exchange.for_task:
                 self._ready = self.loop.create_future()
                 try:
                     await self._ready
@@ -455,8 +524,9 @@ class _Connection(asyncio.Protocol):
 
     async def _run(self, exchange: _Exchange) -> bool:
         """Run the app for one request; False when the connection cannot go on."""
+        work, exchange.work = exchange.work, None
         try:
-            await self.app(exchange.scope, exchange.receive, exchange.send)
+            await (work if work is not None else self.app(exchange.scope, exchange.receive, exchange.send))
         except Exception:
             log.exception("the gateway failed on %s %s", exchange.scope["method"], exchange.scope["path"])
             if not exchange.head_sent and not self.lost:
@@ -607,6 +677,7 @@ class _Connection(asyncio.Protocol):
 class _Server:
     def __init__(self, app: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
+        self.direct: Callable[[_Exchange], bool] | None = getattr(app, "direct", None)
         self.loop = loop
         self.connections: set[_Connection] = set()
 

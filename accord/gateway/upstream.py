@@ -101,6 +101,8 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._can_write = True
         self._waiter: asyncio.Future[None] | None = None
+        # Instead of a waiter: called on every change (data, end, error, timeout) until `stop_listening`.
+        self.listener: Callable[[], None] | None = None
         self._last_read = 0.0  # loop time of the upstream's last sign of life (or of our last write)
         self._new_answer(False)
 
@@ -259,9 +261,19 @@ class _Connection(asyncio.Protocol):
                     waiter.set_result(None)
                 else:
                     waiter.set_exception(error)
+            return
+        listener = self.listener
+        if listener is not None:
+            if error is not None and self.error is None:
+                self.error = error
+            listener()
+
+    def stop_listening(self) -> None:
+        self.listener = None
+        self._client.waiting.discard(self)
 
     def check_timeout(self, now: float) -> None:
-        if self._waiter is None or self._waiter.done():
+        if (self._waiter is None or self._waiter.done()) and self.listener is None:
             self._client.waiting.discard(self)  # resolved or cancelled meanwhile
             self._waiter = None
         elif now - self._last_read >= self._client.read_timeout:
@@ -289,6 +301,10 @@ class _Connection(asyncio.Protocol):
             if self.error is not None:
                 raise self.error
             await self.wait()
+        return self.take()
+
+    def take(self) -> bytes:
+        """The body received and not yet taken, without waiting (all of it once `complete`)."""
         chunks = self._chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
@@ -328,18 +344,17 @@ class UpstreamClient:
                     connection.check_timeout(now)
 
     async def request(self, origin: Origin, method: str, head: bytes, body: Callable[[], AsyncIterator[bytes]] | None,
-                      chunked: bool = False) -> tuple[Answer, _Connection]:
+                      chunked: bool = False, retry: bool = True) -> tuple[Answer, _Connection]:
         """Send `head` (the request line and headers, CRLF CRLF included), then the body if any.
 
         `body` makes an iterator over the caller's body chunks (called at most once: a body
         read from the caller cannot be replayed). Returns when the answer's headers are in;
         pass the connection to `release` once the answer has been read (or abandoned).
         """
-        if self._sweeper is None:
-            self._sweeper = self.loop.create_task(self._sweep(), name="accord-upstream-timeouts")
-        retry = method in IDEMPOTENT
+        self._watch_timeouts()
+        retry = retry and method in IDEMPOTENT
         while True:
-            connection = self._idle_connection(origin.key)
+            connection = self.idle_connection(origin.key)
             reused = connection is not None
             if connection is None:
                 connection = await self._connect(origin)
@@ -369,6 +384,26 @@ class UpstreamClient:
                 connection.close()
                 raise
 
+    def begin(self, connection: _Connection, head: bytes, method: str, listener: Callable[[], None]) -> None:
+        """Send a bodyless request on an idle connection (from `idle_connection`) and call `listener` on each change.
+
+        The callback way of `request`, without a task: the listener looks at `headers_done`,
+        `complete` and `error` (a timeout is an `UpstreamTimeout` there), calls `stop_listening`,
+        then takes the body (`take`, or `read` for an answer still arriving) and `release`s it.
+        Nothing is retried here.
+        """
+        self._watch_timeouts()
+        connection._new_answer(method == "HEAD")
+        connection._last_read = self.loop.time()
+        connection.listener = listener
+        self.waiting.add(connection)
+        assert connection.transport is not None
+        connection.transport.write(head)
+
+    def _watch_timeouts(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = self.loop.create_task(self._sweep(), name="accord-upstream-timeouts")
+
     async def _send_body(self, connection: _Connection, chunks: AsyncIterator[bytes], chunked: bool) -> None:
         async for chunk in chunks:
             if not chunk:
@@ -394,7 +429,8 @@ class UpstreamClient:
         connection.idle_since = self.loop.time()
         idle.append(connection)
 
-    def _idle_connection(self, key: tuple[str, int]) -> _Connection | None:
+    def idle_connection(self, key: tuple[str, int]) -> _Connection | None:
+        """A pooled connection to `key` still open (most recently used first), or None."""
         idle = self._idle.get(key)
         if not idle:
             return None

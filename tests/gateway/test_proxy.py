@@ -269,3 +269,86 @@ async def test_snapshots_are_built_on_a_thread_of_their_own_released_at_close(ru
     finally:
         await loader.close()
     assert builder_threads() == before
+
+
+class _ForgetfulUpstream:
+    """A raw upstream that answers `answers_per_connection` requests on a connection, then closes it on
+    the next request without answering: to the gateway, a pooled connection that died as it was used."""
+
+    def __init__(self, answers_per_connection: int) -> None:
+        self.answers_per_connection = answers_per_connection
+        self.connections = 0
+        self.requests = 0
+        self.dropped = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        answered = 0
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                self.requests += 1
+                if answered >= self.answers_per_connection:
+                    self.dropped += 1
+                    break
+                answered += 1
+                body = b'{"n":%d}' % self.requests
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+                             % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _point_social_at(url: str, running: Running, client: httpx.AsyncClient) -> None:
+    from accord.catalog.models import Api
+    from accord.core.version import ProgramVersion
+
+    async def point(f, session) -> None:
+        await session.execute(update(Api).where(Api.slug == "social").values(production_upstream_url=url))
+        await session.execute(update(ProgramVersion).values(version=ProgramVersion.version + 1))
+
+    await committed(running.database_url, point)
+    await _wait_for_version(running.app, client)
+
+
+async def test_a_pooled_connection_the_upstream_dropped_is_retried_once_on_a_fresh_one(running: Running) -> None:
+    """On the gateway's own server a bodyless request goes out on a pooled connection from callbacks
+    (Gateway.direct); a connection the upstream closed meanwhile must cost the caller nothing."""
+    keys = running.data["keys"]
+    forgetful = _ForgetfulUpstream(answers_per_connection=1)
+    server = await asyncio.start_server(forgetful.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(base_url=running.url, timeout=10) as c:
+            await _point_social_at(f"http://127.0.0.1:{port}", running, c)
+            for _ in range(4):
+                response = await c.get("/social/x", headers=_bearer(keys["good"]))
+                assert response.status_code == 200, response.text
+            assert forgetful.dropped == 3  # each call after the first met its pooled connection dying, then a fresh one
+
+            forgetful.answers_per_connection = 0  # now every connection is closed without an answer
+            await _problem(c, "GET", "/social/x", keys["good"], 502, "upstream-unreachable")
+            before = forgetful.requests
+            await _problem(c, "POST", "/social/x", keys["good"], 502, "upstream-unreachable")
+            assert forgetful.requests - before == 1  # not idempotent: never sent twice
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_slow_upstream_on_a_pooled_connection_times_out_and_the_gateway_carries_on(running: Running) -> None:
+    keys = running.data["keys"]
+    async with httpx.AsyncClient(base_url=running.url, timeout=10) as c:
+        assert (await c.get("/social/x", headers=_bearer(keys["good"]))).status_code == 200  # a pooled connection
+        started = time.monotonic()
+        await _problem(c, "GET", "/social/slow", keys["good"], 504, "upstream-timeout")
+        assert time.monotonic() - started < 2.5  # the 1 s read timeout, not the upstream's 3 s
+        assert (await c.get("/social/x", headers=_bearer(keys["good"]))).status_code == 200
+        received = 0
+        async with c.stream("GET", "/social/big?mb=4", headers=_bearer(keys["good"])) as response:
+            async for chunk in response.aiter_bytes():
+                received += len(chunk)
+        assert received == 4 * 1024 * 1024  # an answer still arriving continues on the connection's task
