@@ -36,8 +36,14 @@ def ensure_environment() -> None:
     if not (BIN / "python").exists():
         print("accord: creating .venv …", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    if STAMP.exists() and STAMP.read_text() == _lock_digest():
-        return
+    if not (STAMP.exists() and STAMP.read_text() == _lock_digest()):
+        _install()
+    # The gateway's hot path compiled with mypyc (rebuilt when its sources change; plain Python
+    # where this machine has no C compiler): see accord/gateway/native.py.
+    subprocess.run([str(BIN / "python"), "-c", "from accord.gateway import native; native.build()"], cwd=ROOT)
+
+
+def _install() -> None:
     print("accord: installing pinned dependencies from requirements.lock …", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--require-hashes", "-r", str(LOCK)], check=True)

@@ -56,6 +56,7 @@ def _compute(period: str, second: int) -> tuple[int, int]:
     # From the whole second (not the float), so an instant a hair before
     # midnight can never be rounded into the next month by datetime.
     moment = datetime.fromtimestamp(second, UTC)
+    end_dt: datetime | None
     if period == "month":
         start_dt = datetime(moment.year, moment.month, 1, tzinfo=UTC)
         if moment.month < 12:

@@ -308,7 +308,8 @@ class Gateway:
         for name, value in _upstream_headers(scope, headers, ctx.api, ctx.app):
             head += (name, b": ", value, b"\r\n")
         if has_body:
-            head.append(b"transfer-encoding: chunked\r\n\r\n" if chunked else b"content-length: " + length + b"\r\n\r\n")
+            head.append(b"content-length: " + length + b"\r\n\r\n" if length is not None else
+                        b"transfer-encoding: chunked\r\n\r\n")
         else:
             head.append(b"\r\n")
         return b"".join(head), has_body, chunked
@@ -324,6 +325,7 @@ class Gateway:
         origin = self._origin(upstream)
         if origin is None:
             return False
+        assert self.upstream is not None  # (made by `start`)
         connection = self.upstream.idle_connection(origin.key)
         if connection is None:
             return False
@@ -338,9 +340,10 @@ class Gateway:
             return await self._forward_aiohttp(scope, receive, send, ctx, upstream)
         head, has_body, chunked = self._upstream_head(scope, ctx, origin)
         upstream_started = time.perf_counter()
+        assert self.upstream is not None
         try:
             _, connection = await self.upstream.request(origin, scope["method"], head,
-                                                        (lambda: _body(receive)) if has_body else None, chunked,
+                                                        (lambda: _Body(receive)) if has_body else None, chunked,
                                                         retry=retry)
         except UpstreamTimeout:
             return await self._deny(send, ctx, s.UPSTREAM_TIMEOUT)
@@ -371,6 +374,7 @@ class Gateway:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             ctx.upstream_latency = time.perf_counter() - upstream_started
+            assert self.upstream is not None
             self.upstream.release(connection)
 
     async def _forward_aiohttp(self, scope: dict[str, Any], receive: Any, send: Any, ctx: _Context,
@@ -391,7 +395,7 @@ class Gateway:
         upstream_started = time.perf_counter()
         try:
             response = await self.http.request(scope["method"], url, headers=out_headers, allow_redirects=False,
-                                               data=_body(receive) if has_body else None, timeout=self._timeout,
+                                               data=_Body(receive) if has_body else None, timeout=self._timeout,
                                                compress=None)
         except ClientGone:
             ctx.status = CLIENT_CLOSED_REQUEST
@@ -461,6 +465,7 @@ class _DirectRelay:
 
     def send(self, head: bytes) -> None:
         self.upstream_started = time.perf_counter()
+        assert self.gateway.upstream is not None
         self.gateway.upstream.begin(self.connection, head, self.exchange.scope["method"], self.on_event)
 
     def on_event(self) -> None:
@@ -487,6 +492,7 @@ class _DirectRelay:
         ctx.upstream_latency = time.perf_counter() - self.upstream_started
         headers = _answer_headers(ctx, connection.headers)
         body = connection.take()
+        assert gateway.upstream is not None
         gateway.upstream.release(connection)
         try:
             exchange.answer(status, headers, body)
@@ -543,8 +549,8 @@ class _Context:
         self.denial: str | None = None
         self.upstream_latency: float | None = None
 
-    def refuse(self, reason: str, detail: str | None = None, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        """Record why the request is refused (returns None, which `_admit` returns for "refused")."""
+    def refuse(self, reason: str, detail: str | None = None, extra: list[tuple[bytes, bytes]] | None = None) -> Any:
+        """Record why the request is refused; returns None, which `_admit` returns for "refused"."""
         self.denial, self.detail, self.extra = reason, detail, extra
         return None
 
@@ -683,16 +689,31 @@ class ClientGone(Exception):
 CLIENT_CLOSED_REQUEST = 499  # recorded (nginx's code) when the caller left mid-upload; never sent
 
 
-async def _body(receive: Any) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone  # not a normal end: the body's final chunk must not be sent upstream
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body"):
-            return
+class _Body:
+    """The caller's request body as an async iterator of chunks, from ASGI `receive`.
+
+    (A class rather than an async generator: mypyc, which compiles this module, has none.)
+    """
+
+    __slots__ = ("receive", "done")
+
+    def __init__(self, receive: Any) -> None:
+        self.receive = receive
+        self.done = False
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self.done:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone  # not a normal end: the body's final chunk must not be sent upstream
+            self.done = not message.get("more_body")
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                return chunk
+        raise StopAsyncIteration
 
 
 def _headers(content_type: bytes, body: bytes, extra: list[tuple[bytes, bytes]] | None) -> list[tuple[bytes, bytes]]:

@@ -808,10 +808,11 @@ def run(app_factory: Callable[[], Any], host: str, port: int, *, workers: int = 
             break
         except InterruptedError:
             continue
-        number = children.pop(pid, None)
-        if number is not None and not stopping:
-            log.error("gateway worker %d (pid %d) died (status %d); starting another", number, pid, status)
-            time.sleep(0.5)
-            start(number)
+        if pid in children:
+            died = children.pop(pid)
+            if not stopping:
+                log.error("gateway worker %d (pid %d) died (status %d); starting another", died, pid, status)
+                time.sleep(0.5)
+                start(died)
     sock.close()
     sys.stdout.flush()
