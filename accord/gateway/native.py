@@ -64,7 +64,8 @@ def build(force: bool = False) -> bool:
     digest = sources_digest()
     if not force and STAMP.exists() and STAMP.read_text() == digest:
         return True
-    if not shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc"):
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if not shutil.which(compiler):
         print("accord: no C compiler here; the gateway runs as plain Python", file=sys.stderr)
         return False
     print("accord: compiling the gateway's hot path with mypyc (about a minute) …", file=sys.stderr, flush=True)

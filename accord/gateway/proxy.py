@@ -115,11 +115,16 @@ class Gateway:
                 exchange.continue_with(self._recorded(self._dispatch(scope, exchange.receive, exchange.send, ctx),
                                                       ctx, started))
             return True
+        self._answer_now(exchange, ctx, started, *self._refusal(ctx))
+        return True
+
+    def _answer_now(self, exchange: Any, ctx: _Context, started: float, status: int,
+                    headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """The direct path's answer, written at once, and the request recorded."""
         try:
-            exchange.answer(*self._refusal(ctx))
+            exchange.answer(status, headers, body)
         finally:
             self._record(ctx, started)
-        return True
 
     def _record(self, ctx: _Context, started: float) -> None:
         self.recorder.record(application_id=ctx.app_id, partner_id=ctx.partner_id, api_id=ctx.api_id,
@@ -299,9 +304,7 @@ class Gateway:
     def _upstream_head(self, scope: dict[str, Any], ctx: _Context, origin: Origin) -> tuple[bytes, bool, bool]:
         """The request line and headers for the upstream, whether a body follows, and whether it is chunked."""
         headers = scope["headers"]
-        length = _header(headers, b"content-length")
-        chunked = length is None and _header(headers, b"transfer-encoding") is not None
-        has_body = chunked or (length is not None and length != b"0")
+        has_body, chunked, length = _request_body(headers)
         method: str = scope["method"]
         head = [method.encode(), b" ", origin.base_path, _target(scope, ctx.rest, ctx.api), b" HTTP/1.1\r\nhost: ",
                 origin.host_header, b"\r\n"]
@@ -386,8 +389,7 @@ class Gateway:
                                               cookie_jar=aiohttp.DummyCookieJar(),
                                               skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
         headers = scope["headers"]
-        has_body = _header(headers, b"transfer-encoding") is not None or \
-            _header(headers, b"content-length") not in (None, b"0")
+        has_body = _request_body(headers)[0]
         target = _target(scope, ctx.rest, ctx.api)
         url = yarl.URL(upstream.rstrip("/") + target.decode("latin-1"), encoded=True)
         out_headers = [(k.decode("latin-1"), v.decode("latin-1"))
@@ -494,10 +496,7 @@ class _DirectRelay:
         body = connection.take()
         assert gateway.upstream is not None
         gateway.upstream.release(connection)
-        try:
-            exchange.answer(status, headers, body)
-        finally:
-            gateway._record(ctx, self.started)
+        gateway._answer_now(exchange, ctx, self.started, status, headers, body)
 
     def _failed(self, error: Exception | None) -> None:
         gateway, ctx, connection, exchange = self.gateway, self.ctx, self.connection, self.exchange
@@ -510,10 +509,7 @@ class _DirectRelay:
                 ctx, self.started))
             return
         ctx.refuse(s.UPSTREAM_TIMEOUT if isinstance(error, UpstreamTimeout) else s.UPSTREAM_UNREACHABLE)
-        try:
-            exchange.answer(*gateway._refusal(ctx))
-        finally:
-            gateway._record(ctx, self.started)
+        gateway._answer_now(exchange, ctx, self.started, *gateway._refusal(ctx))
 
 
 class _Context:
@@ -564,6 +560,13 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+def _request_body(headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool, bytes | None]:
+    """(whether a body follows, whether it is chunked, its Content-Length) from the caller's headers."""
+    length = _header(headers, b"content-length")
+    chunked = length is None and _header(headers, b"transfer-encoding") is not None
+    return chunked or (length is not None and length != b"0"), chunked, length
 
 
 def _read_credential(api: s.ApiEntry, headers: list[tuple[bytes, bytes]],

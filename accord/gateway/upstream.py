@@ -358,8 +358,7 @@ class UpstreamClient:
             reused = connection is not None
             if connection is None:
                 connection = await self._connect(origin)
-            connection._new_answer(method == "HEAD")
-            connection._last_read = self.loop.time()
+            self._expect_answer(connection, method)
             sent_body = False
             try:
                 assert connection.transport is not None
@@ -393,12 +392,15 @@ class UpstreamClient:
         Nothing is retried here.
         """
         self._watch_timeouts()
-        connection._new_answer(method == "HEAD")
-        connection._last_read = self.loop.time()
+        self._expect_answer(connection, method)
         connection.listener = listener
         self.waiting.add(connection)
         assert connection.transport is not None
         connection.transport.write(head)
+
+    def _expect_answer(self, connection: _Connection, method: str) -> None:
+        connection._new_answer(method == "HEAD")
+        connection._last_read = self.loop.time()  # the read timeout counts from the request
 
     def _watch_timeouts(self) -> None:
         if self._sweeper is None:
