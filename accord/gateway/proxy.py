@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from hashlib import blake2b
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
@@ -37,6 +39,8 @@ THRESHOLDS = (50, 80, 90, 100)  # percent of a limit that makes a usage.limit_th
 _TEMPLATE_VAR = re.compile(r"\{[^/}]+\}")
 ANSWER_HOP_BY_HOP = HOP_BY_HOP - {b"content-length"}  # dropped from answers (the length is kept)
 _UNPARSED: Any = object()
+MEMO_ENTRIES = 16_384  # per memo (keys seen, limit plans); a full memo is emptied, so memory stays bounded
+_NO_CHECKS: tuple[LimitCheck, ...] = ()
 
 
 class Gateway:
@@ -57,6 +61,11 @@ class Gateway:
         self._origins: dict[str, Origin | None] = {}  # upstream base URL -> parsed (None: not plain http)
         self._mock_patterns: dict[str, re.Pattern[str]] = {}
         self._policies: dict[tuple[Any, ...], tuple[str, bytes, str]] = {}
+        # What admission worked out for the snapshot `_memo_of` (see `_credential` and `_limit_plan`).
+        self._memo_of: s.Snapshot | None = None
+        self._memo_key = os.urandom(32)  # a process's own: memo keys say nothing outside it
+        self._credential_memo: dict[bytes, s.CredentialEntry] = {}
+        self._plan_memo: dict[tuple[Any, ...], tuple[dict[str, int], tuple[LimitCheck, ...]]] = {}
 
     @property
     def limiter(self) -> Any:
@@ -152,11 +161,15 @@ class Gateway:
             return False
         return self._within_limits(ctx, checks, decision)
 
-    def _admit(self, scope: dict[str, Any], ctx: _Context) -> list[LimitCheck] | None:
-        """Everything before the limits: the limit checks to make ([] for none), or None when refused (`ctx` says why)."""
+    def _admit(self, scope: dict[str, Any], ctx: _Context) -> Sequence[LimitCheck] | None:
+        """Everything before the limits: the limit checks to make (empty for none), or None when refused (`ctx` says why)."""
         snap = self._snapshot()
         if snap.version == 0 and not snap.apis_by_prefix:
             return ctx.refuse("snapshot-unavailable")
+        if snap is not self._memo_of:  # a new snapshot: nothing worked out for the last one holds
+            self._memo_of = snap
+            self._credential_memo = {}
+            self._plan_memo = {}
         path = ctx.path
         if "/." in path and _has_dot_segment(path):
             # An upstream that normalises paths would resolve it outside the API's base path.
@@ -179,7 +192,7 @@ class Gateway:
         secret, public_app_id = _read_credential(api, headers, query)
         if not secret:
             return ctx.refuse(s.MISSING_CREDENTIAL, _credential_hint(api))
-        credential = snap.credentials.get(hmac.digest(self._key, secret.encode(), "sha256").hex())
+        credential = self._credential(snap, secret)
         if credential is None:
             return ctx.refuse(s.UNKNOWN_CREDENTIAL)
         ctx.credential_id = credential.id
@@ -218,22 +231,60 @@ class Gateway:
         if access.allowed_http_methods is not None and method not in access.allowed_http_methods:
             return ctx.refuse(s.HTTP_METHOD_DISABLED,
                               f"the {access.plan_slug} plan allows only {', '.join(sorted(access.allowed_http_methods))}")
-        totals = _with_ancestors(api, matched)
-        for metric_id in totals:
-            if metric_id in access.disabled_metrics:
-                return ctx.refuse(s.METHOD_DISABLED,
-                                  f"the {access.plan_slug} plan disables {api.metric_names.get(metric_id, '?')}")
+        end_user = _header(headers, api.end_user_header.encode()) if api.end_user_header else None
+        totals, checks = self._limit_plan(api, app, access, matched, end_user)
+        if access.disabled_metrics:
+            for metric_id in totals:
+                if metric_id in access.disabled_metrics:
+                    return ctx.refuse(s.METHOD_DISABLED,
+                                      f"the {access.plan_slug} plan disables {api.metric_names.get(metric_id, '?')}")
         if access.allowed_metrics is not None and not any(m in access.allowed_metrics for m, _ in matched):
             return ctx.refuse(s.METHOD_NOT_IN_PRODUCT)
         ctx.metrics = matched
-        if not access.limits:
-            return []
-        end_user = _header(headers, api.end_user_header.encode()) if api.end_user_header else None
-        scope_key = app.id + ("|u:" + end_user.decode("latin-1") if end_user else "")
-        return [LimitCheck(f"{scope_key}|{limit.metric_id}", limit.period, limit.value, totals[limit.metric_id])
-                for limit in access.limits if limit.metric_id in totals]
+        return checks
 
-    def _within_limits(self, ctx: _Context, checks: list[LimitCheck], decision: Any) -> bool:
+    def _credential(self, snap: s.Snapshot, secret: str) -> s.CredentialEntry | None:
+        """The snapshot's credential for a presented key, or None.
+
+        The snapshot knows keys by their HMAC-SHA256 (as stored). A key seen before in this snapshot
+        is found by a keyed BLAKE2b instead, about a third of the cost (bench/README.md); the memo holds
+        digests only, never a key.
+        """
+        presented = secret.encode()
+        seen = blake2b(presented, key=self._memo_key, digest_size=16).digest()
+        memo = self._credential_memo
+        credential = memo.get(seen)
+        if credential is None:
+            credential = snap.credentials.get(hmac.digest(self._key, presented, "sha256").hex())
+            if credential is not None:  # (unknown keys are not kept: anyone can send any number of them)
+                if len(memo) >= MEMO_ENTRIES:
+                    memo.clear()
+                memo[seen] = credential
+        return credential
+
+    def _limit_plan(self, api: s.ApiEntry, app: s.AppEntry, access: s.Access, matched: list[tuple[str, int]],
+                    end_user: bytes | None) -> tuple[dict[str, int], tuple[LimitCheck, ...]]:
+        """The units per metric (with ancestors) and the limit checks of a request, worked out once per shape.
+
+        The same application calling the same rules of an API (for the same end user) makes the same
+        checks while the snapshot stands; they are never changed once made, so one tuple serves them all.
+        """
+        shape = (app.id, api.id, end_user, *matched)
+        plan = self._plan_memo.get(shape)
+        if plan is None:
+            totals = _with_ancestors(api, matched)
+            checks = _NO_CHECKS
+            if access.limits:
+                scope_key = app.id + ("|u:" + end_user.decode("latin-1") if end_user else "")
+                checks = tuple(LimitCheck(f"{scope_key}|{limit.metric_id}", limit.period, limit.value,
+                                          totals[limit.metric_id])
+                               for limit in access.limits if limit.metric_id in totals)
+            if len(self._plan_memo) >= MEMO_ENTRIES:
+                self._plan_memo.clear()
+            plan = self._plan_memo[shape] = (totals, checks)
+        return plan
+
+    def _within_limits(self, ctx: _Context, checks: Sequence[LimitCheck], decision: Any) -> bool:
         """Keep the RateLimit headers for the answer; False (and `ctx` refused) when a limit is reached."""
         api = ctx.api
         name, policy, quoted = self._policy(api, decision)
@@ -281,7 +332,7 @@ class Gateway:
                                              sf_string(name))
         return known
 
-    def _note_threshold(self, app: s.AppEntry, api: s.ApiEntry, checks: list[LimitCheck],
+    def _note_threshold(self, app: s.AppEntry, api: s.ApiEntry, checks: Sequence[LimitCheck],
                         used: tuple[int, ...]) -> None:
         """Tell the recorder about every limit this request took across 50/80/90/100 %."""
         for check, after in zip(checks, used):

@@ -56,6 +56,7 @@ async def _seed(f, session, upstream: str) -> dict[str, Any]:
     await app_with_key("read_only", plan_=read_only)
     await app_with_key("revoked", revoked_at=utcnow())
     await app_with_key("expired", expires_at=utcnow() - timedelta(seconds=1))
+    await app_with_key("expiring", expires_at=utcnow() + timedelta(hours=1))
     await app_with_key("app_suspended", app_state=ApplicationState.suspended)
     await app_with_key("app_pending", app_state=ApplicationState.pending)
     await app_with_key("partner_suspended", partner=await f.partner(status=PartnerStatus.suspended))
@@ -197,6 +198,21 @@ async def test_a_change_reaches_the_running_gateway_within_a_second(running: Run
             assert time.monotonic() - changed_at < 1.0, "revocation not enforced within 1 s"
             await asyncio.sleep(0.02)
         await _problem(c, "GET", "/social/x", keys["good"], 401, "credential-revoked")
+
+
+async def test_a_key_expires_on_time_though_the_gateway_has_seen_it(running: Running) -> None:
+    """The gateway remembers the keys it has seen (per snapshot); an expiry needs no new snapshot to count."""
+    key = running.data["keys"]["expiring"]
+    gateway = running.app.gateway
+    version = running.app.loader.current.version
+    async with httpx.AsyncClient(base_url=running.url) as c:
+        for _ in range(3):
+            assert (await c.get("/social/x", headers=_bearer(key))).status_code == 200
+        gateway._clock = lambda: time.time() + 2 * 3600
+        await _problem(c, "GET", "/social/x", key, 401, "credential-expired")
+        gateway._clock = time.time
+        assert (await c.get("/social/x", headers=_bearer(key))).status_code == 200
+    assert running.app.loader.current.version == version  # the same snapshot throughout
 
 
 async def test_gateway_keeps_serving_when_the_database_is_unreachable(running: Running) -> None:
