@@ -123,11 +123,12 @@ def gateway(
     if settings.gateway_redis_url:
         os.environ["ACCORD_GATEWAY_REDIS_URL"] = settings.gateway_redis_url
     if server == "accord":
-        from accord.gateway.app import create_gateway_app
+        from accord.gateway.app import create_gateway_app, server_options
         from accord.gateway.server import run
 
         try:
-            run(create_gateway_app, settings.gateway_host, settings.gateway_port, workers=workers)
+            run(create_gateway_app, settings.gateway_host, settings.gateway_port, workers=workers,
+                **server_options(settings))
         except OSError as exc:  # the port is taken, say
             raise fail(f"could not serve on {settings.gateway_host}:{settings.gateway_port}: {exc}") from exc
         return

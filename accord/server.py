@@ -30,7 +30,7 @@ async def run_servers(settings: Settings, *, demo_upstream_port: int | None = No
     gateway_stop = asyncio.Event()
     if with_gateway:
         # The gateway runs on its own small HTTP server (accord.gateway.server), as `accord gateway` does.
-        from accord.gateway.app import GatewayApp
+        from accord.gateway.app import GatewayApp, server_options
         from accord.gateway.server import bind, serve
 
         try:
@@ -42,7 +42,7 @@ async def run_servers(settings: Settings, *, demo_upstream_port: int | None = No
             raise SystemExit(f"could not start: is one of the ports {ports} already in use?") from exc
         gateway_started = asyncio.Event()
         tasks.append(asyncio.create_task(serve(GatewayApp(settings), sock, stop=gateway_stop,
-                                               started=gateway_started.set)))
+                                               started=gateway_started.set, **server_options(settings))))
     while not all(s.started for s in servers) or (with_gateway and not gateway_started.is_set()):
         for task in tasks:
             if task.done():

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     gateway_upstream_timeout: float = 30.0
     gateway_poll_interval: float = 0.2  # how often the program version is checked
     gateway_flush_interval: float = 1.0  # how often usage is written
+    # The gateway's own HTTP server, in whole seconds: an idle keep-alive connection is closed after
+    # `keepalive`; a client gets `header` to send a request head (slowloris) and may stall a request
+    # body, or stop reading its answer, for `stall` before it is answered 408 or disconnected.
+    gateway_keepalive_timeout: int = Field(default=5, ge=1)
+    gateway_header_timeout: int = Field(default=10, ge=1)
+    gateway_stall_timeout: int = Field(default=30, ge=1)
     # Webhooks (accord.webhooks): the dispatcher runs in `accord worker`, `accord serve` and `accord demo`.
     webhooks_allow_http: bool = False  # endpoints may be http:// URLs (tests, local receivers), not only https://
     webhooks_allow_private: bool = False  # deliveries may go to loopback, private and link-local addresses

@@ -113,6 +113,13 @@ async def _send(send: Any, status: int, body: bytes, content_type: bytes) -> Non
     await send({"type": "http.response.body", "body": body})
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of accord.gateway.server's `serve` (and `run`) that settings give."""
+    return {"keepalive_timeout": settings.gateway_keepalive_timeout,
+            "header_timeout": settings.gateway_header_timeout,
+            "stall_timeout": settings.gateway_stall_timeout}
+
+
 def create_gateway_app() -> GatewayApp:
     """Factory for `uvicorn --factory` (one per worker process); settings come from ACCORD_* variables."""
     return GatewayApp(Settings())

@@ -680,7 +680,7 @@ def _with_ancestors(api: s.ApiEntry, matched: list[tuple[str, int]]) -> dict[str
 def stripped_headers(credential_location: str, credential_name: str) -> frozenset[bytes]:
     """Request headers never forwarded upstream for an API (computed once, in its snapshot entry)."""
     drop = set(HOP_BY_HOP) | {SECRET_HEADER, b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
-                              b"x-accord-partner", b"x-accord-application"}
+                              b"forwarded", b"x-real-ip", b"x-accord-partner", b"x-accord-application"}
     if credential_location == "authorization":
         drop.add(b"authorization")
     elif credential_location == "header":
@@ -692,7 +692,12 @@ def stripped_headers(credential_location: str, credential_name: str) -> frozense
 
 def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]], api: s.ApiEntry,
                       app: s.AppEntry) -> list[tuple[bytes, bytes]]:
-    """The caller's headers minus what is never forwarded, plus X-Forwarded-* and ours (Host is the upstream's)."""
+    """The caller's headers minus what is never forwarded, plus the proxy headers and ours (Host is the upstream's).
+
+    What the caller says about earlier hops is kept but never trusted: X-Forwarded-For and Forwarded
+    get this hop appended (an upstream reads the last entry, the one the gateway wrote); X-Real-IP,
+    a single address, is always the caller's socket address.
+    """
     drop: frozenset[bytes] | set[bytes] = api.stripped_headers
     for name, value in headers:
         if name == b"connection":  # every Connection field (there may be several) names hop-by-hop fields
@@ -701,10 +706,18 @@ def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]],
     client = scope.get("client")
     prior = _header(headers, b"x-forwarded-for")
     address = client[0].encode() if client else b""
-    out += [(b"x-forwarded-for", prior + b", " + address if prior else address),
-            (b"x-forwarded-proto", b"https" if scope.get("scheme") == "https" else b"http"),
-            (SECRET_HEADER, api.upstream_secret.encode())]
+    proto = b"https" if scope.get("scheme") == "https" else b"http"
     host = _header(headers, b"host")
+    hop = b"for=" + (b'"[' + address + b']"' if b":" in address else address or b"unknown") + b";proto=" + proto
+    if host:
+        hop += b';host="' + host.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    prior_hops = _header(headers, b"forwarded")
+    out += [(b"x-forwarded-for", prior + b", " + address if prior else address),
+            (b"x-forwarded-proto", proto),
+            (b"forwarded", prior_hops + b", " + hop if prior_hops else hop),
+            (SECRET_HEADER, api.upstream_secret.encode())]
+    if address:
+        out.append((b"x-real-ip", address))
     if host:
         out.append((b"x-forwarded-host", host))
     if api.forward_identity:

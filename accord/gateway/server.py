@@ -397,8 +397,12 @@ class _Connection(asyncio.Protocol):
             raise ValueError("HTTP version")
         url = self._url
         raw_path, _, query = url.partition(b"?")
+        authority = b""
         if raw_path[:1] != b"/":  # absolute-form (a proxy request) or "*": keep the path part only
-            raw_path = b"/" + raw_path.split(b"/", 3)[3] if raw_path.count(b"/") >= 3 else b"/"
+            _, scheme_end, rest = raw_path.partition(b"://")
+            authority, slash, after = rest.partition(b"/")
+            authority = authority.rpartition(b"@")[2]  # (userinfo, deprecated, is no part of the host)
+            raw_path = slash + after if scheme_end and slash else b"/"
         raw_path = raw_path.partition(b"#")[0]
         path = raw_path.decode("latin-1") if b"%" not in raw_path else unquote(raw_path.decode("latin-1"))
         headers = self._headers
@@ -418,6 +422,9 @@ class _Connection(asyncio.Protocol):
         # and a Transfer-Encoding not ending in chunked.)
         if hosts > 1 or (hosts == 0 and version == "1.1"):  # RFC 9112 3.2: exactly one Host
             raise ValueError("Host")
+        if authority:  # RFC 9112 3.2.2: an absolute-form target's authority names the host, not the Host field
+            headers = self._headers = [pair for pair in headers if pair[0] != b"host"]
+            headers.append((b"host", authority))
         if coding is not None:
             if version == "1.0":  # RFC 9112 6.1: faulty framing, refused as nginx does
                 raise ValueError("Transfer-Encoding in HTTP/1.0")
@@ -761,13 +768,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(app_factory: Callable[[], Any], host: str, port: int, *, workers: int = 1) -> None:
-    """Serve in this process (workers=1) or in `workers` forked processes accepting from one socket."""
+def run(app_factory: Callable[[], Any], host: str, port: int, *, workers: int = 1, keepalive_timeout: int = 5,
+        header_timeout: int = 10, stall_timeout: int = 30) -> None:
+    """Serve in this process (workers=1) or in `workers` forked processes accepting from one socket.
+
+    The timeouts are `serve`'s.
+    """
     import uvloop
 
     sock = bind(host, port)
     if workers <= 1:
-        uvloop.run(serve(app_factory(), sock))
+        uvloop.run(serve(app_factory(), sock, keepalive_timeout=keepalive_timeout, header_timeout=header_timeout,
+                         stall_timeout=stall_timeout))
         return
     children: dict[int, int] = {}  # pid -> worker number
     stopping = False
@@ -779,7 +791,8 @@ def run(app_factory: Callable[[], Any], host: str, port: int, *, workers: int = 
                 signal.signal(signum, signal.SIG_DFL)
             code = 0
             try:
-                uvloop.run(serve(app_factory(), sock))
+                uvloop.run(serve(app_factory(), sock, keepalive_timeout=keepalive_timeout,
+                                 header_timeout=header_timeout, stall_timeout=stall_timeout))
             except BaseException:  # noqa: BLE001 - report and leave with a failure code
                 log.exception("gateway worker %d failed", number)
                 code = 1

@@ -40,7 +40,7 @@ class EchoUpstream:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         record = {"method": scope["method"], "path": scope["path"], "raw_path": scope["raw_path"].decode(),
                   "query": scope["query_string"].decode(),
-                  "headers": headers, "body_bytes": size}
+                  "headers": headers, "header_names": [k.decode() for k, _ in scope["headers"]], "body_bytes": size}
         self.seen.append(record)
         if scope["path"].endswith("/slow"):
             await asyncio.sleep(3)

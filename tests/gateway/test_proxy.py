@@ -119,6 +119,8 @@ async def test_forwarding_headers_and_environment(running: Running) -> None:
     async with httpx.AsyncClient(base_url=running.url) as c:
         response = await c.get("/social/users/7?fields=a&fields=b", headers={**_bearer(keys["good"]),
                                                                              "X-Forwarded-For": "10.0.0.1",
+                                                                             "X-Real-IP": "10.9.9.9",
+                                                                             "Forwarded": "for=10.0.0.1",
                                                                              "Connection": "keep-alive, X-Drop",
                                                                              "X-Drop": "1", "X-Keep": "yes"})
         assert response.status_code == 200, response.text
@@ -129,6 +131,11 @@ async def test_forwarding_headers_and_environment(running: Running) -> None:
         sent = seen["headers"]
         assert "authorization" not in sent and "x-drop" not in sent and sent["x-keep"] == "yes"
         assert sent["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+        # What the caller claims about earlier hops is kept, and this hop appended; X-Real-IP is never the caller's.
+        host = running.url.removeprefix("http://")
+        assert sent["forwarded"] == f'for=10.0.0.1, for=127.0.0.1;proto=http;host="{host}"'
+        assert sent["x-real-ip"] == "127.0.0.1" and sent["x-forwarded-proto"] == "http"
+        assert [seen["header_names"].count(name) for name in ("x-real-ip", "forwarded", "x-forwarded-for")] == [1, 1, 1]
         assert sent["x-accord-partner"] == running.data["partner_id"]
         assert sent["x-accord-application"] == running.data["app_id"]
         from accord.gateway.builder import upstream_secret

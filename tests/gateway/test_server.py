@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from accord.gateway.server import bind, serve
+from tests.conftest import TEST_SECRET
+from tests.servers import free_port
 
 
 class App:
@@ -113,6 +118,21 @@ async def test_keep_alive_pipelining_and_the_request_as_the_app_sees_it() -> Non
         assert (await read_answer(reader))[0] == 200
         writer.close()
     assert app.lifespan == ["lifespan.startup", "lifespan.shutdown"]
+
+
+async def test_an_absolute_form_target_names_the_host() -> None:
+    """RFC 9112 3.2.2: the target's authority, not the Host field, is the host (and userinfo is no part of it)."""
+    async with running(App()) as (port, _):
+        reader, writer = await connect(port)
+        for target, host, path in ((b"http://user@api.example:8080/echo/x?q=1", "api.example:8080", "/echo/x"),
+                                   (b"http://api.example", "api.example", "/"),
+                                   (b"/echo", "gw", "/echo")):
+            writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: gw\r\n\r\n")
+            status, _, body = await read_answer(reader)
+            seen = json.loads(body)
+            assert status == 200 and seen["path"] == path
+            assert [value for name, value in seen["headers"] if name == "host"] == [host]
+        writer.close()
 
 
 async def test_request_bodies_chunked_and_with_expect_continue() -> None:
@@ -511,3 +531,28 @@ async def test_answers_the_app_frames_wrongly_never_desynchronise_the_connection
         # A CR or LF in a header value: a 500, never a second header line.
         status, headers, body, closed = await exchange(port, b"GET /answer-split HTTP/1.1\r\nHost: a\r\n\r\n")
         assert (status, closed) == (500, True) and "set-cookie" not in headers
+
+
+async def test_the_gateway_command_takes_its_server_timeouts_from_settings(fresh_database_url: str) -> None:
+    """`accord gateway` passes ACCORD_GATEWAY_*_TIMEOUT to its server (here: idle keep-alive 1 s, not 5)."""
+    port = free_port()
+    env = {**os.environ, "ACCORD_DATABASE_URL": fresh_database_url, "ACCORD_SECRET_KEY": TEST_SECRET,
+           "ACCORD_GATEWAY_KEEPALIVE_TIMEOUT": "1"}
+    gateway = subprocess.Popen([sys.executable, "-m", "accord.cli", "gateway", "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                reader, writer = await connect(port)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the gateway did not come up")
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert (await read_answer(reader))[0] in (200, 503)
+        assert await asyncio.wait_for(reader.read(), 3.5) == b""  # closed after ~1–2 s idle
+        writer.close()
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=20)
