@@ -211,6 +211,33 @@ class MemoryLimiter:
         if self._expiries and self._expiries[0] <= now:
             self._prune(now)
         counters = self._counters
+        # The usual request names each counter once: one pass reads them all, a second (if every
+        # check fits) writes them. A counter named twice takes the general way below.
+        windows: list[tuple[int, int]] = []
+        idents: list[tuple[str, str, int]] = []
+        afters: list[int] = []
+        allowed = True
+        for check in checks:
+            bounds = window(check.period, now)
+            ident = (check.key, check.period, bounds[0])
+            after = counters.get(ident, 0) + check.delta
+            windows.append(bounds)
+            idents.append(ident)
+            afters.append(after)
+            if after > check.limit:
+                allowed = False
+        if len(idents) == 1 or len(set(idents)) == len(idents):
+            if allowed:
+                for ident, after, bounds in zip(idents, afters, windows):
+                    if ident not in counters and bounds[1] != ETERNITY_END:
+                        self._expire_at(bounds[1] + self._expiry_margin, ident)
+                    counters[ident] = after
+            return _decide(checks, afters, windows, now, allowed)
+        return self._consume_merged(checks, now)
+
+    def _consume_merged(self, checks: Sequence[LimitCheck], now: float) -> LimitDecision:
+        """`consume_now` for checks naming a counter more than once: each sees the deltas summed."""
+        counters = self._counters
         totals = _totals(checks)
         windows = [window(check.period, now) for check in checks]
         afters: list[int] = []
