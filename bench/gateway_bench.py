@@ -588,6 +588,15 @@ def run_proxies(processes: Processes, tmp: Path, load: Load, redis_url: str) -> 
     }, lambda: start_nginx(processes, tmp, "proxy", NGINX_PROXY.format(port=nginx_port, upstream_port=upstream_port)))
     processes.stop(gateway)  # the final flush writes the last usage counts
 
+    # The reference's own tail: nginx at half of *its* maximum (it is at a few % of it above). Any
+    # server at half its capacity meets the load generator's bursts (wrk's 1 ms pacing, 2 shared
+    # cores) with a queue; this shows how much of Accord's added p99 that alone makes on this machine.
+    out["nginx_half_load"] = half_load(processes, load, key, runs["nginx"]["rps"] / 2, {
+        "nginx": (nginx_url, {"upstream": upstream}),
+        "direct": (direct_url, {"upstream": upstream}),
+    }, lambda: start_nginx(processes, tmp, "proxy", NGINX_PROXY.format(port=nginx_port, upstream_port=upstream_port)),
+        title="Half of nginx's own maximum")
+
     # The same gateway under uvicorn instead of its own server: the side-by-side reason for that server.
     gateway = start_gateway("accord-uvicorn", "--server", "uvicorn")
     runs["accord_uvicorn"] = measure(processes, "Accord, 1 process, under uvicorn", accord_url, load, key,
@@ -618,13 +627,14 @@ HALF_LOAD_ROUNDS = 3
 
 
 def half_load(processes: Processes, load: Load, key: str, rate: float,
-              targets: dict[str, tuple[str, dict[str, Started | int]]], start_proxy: Any) -> dict[str, Any]:
-    """Accord, direct and nginx at the same fixed rate, interleaved over a few rounds.
+              targets: dict[str, tuple[str, dict[str, Started | int]]], start_proxy: Any,
+              title: str = "Half of Accord's maximum") -> dict[str, Any]:
+    """The targets (direct, nginx, maybe Accord) at the same fixed rate, interleaved over a few rounds.
 
-    Interleaving spreads any outside disturbance over all three; the added
-    latency is the median over the rounds of (Accord − direct) of each round.
+    Interleaving spreads any outside disturbance over all of them; the added latency
+    of a proxy is the median over the rounds of (proxy − direct) of each round.
     """
-    print(f"\nHalf of Accord's maximum: paced at {rate:,.0f} requests/s, {HALF_LOAD_ROUNDS} interleaved rounds "
+    print(f"\n{title}: paced at {rate:,.0f} requests/s, {HALF_LOAD_ROUNDS} interleaved rounds "
           f"(wrk + bench/wrk_report.lua)", flush=True)
     proxy = start_proxy()
     nginx_url, nginx_watched = targets["nginx"]
@@ -641,7 +651,7 @@ def half_load(processes: Processes, load: Load, key: str, rate: float,
         half[name] = {"p50_us": statistics.median(f["p50_us"] for f in figures),
                       "p99_us": statistics.median(f["p99_us"] for f in figures),
                       "requests": sum(f["requests"] for f in figures), "errors": sum(f["errors"] for f in figures)}
-    for name in ("accord", "nginx"):
+    for name in (name for name in targets if name != "direct"):
         for cut in ("p50", "p99"):
             added = [(r[name][f"{cut}_us"] - r["direct"][f"{cut}_us"]) / 1000 for r in rounds]
             half[f"{name}_{cut}_added_ms_by_round"] = [round(a, 3) for a in added]
@@ -662,6 +672,8 @@ def summarize(results: dict[str, Any]) -> None:
         "half_load_rps": half["rate"],
         "p50_added_ms": half["accord_p50_added_ms"], "p99_added_ms": half["accord_p99_added_ms"],
         "nginx_p50_added_ms": half["nginx_p50_added_ms"], "nginx_p99_added_ms": half["nginx_p99_added_ms"],
+        "nginx_own_half_load_rps": results["nginx_half_load"]["rate"],
+        "nginx_own_half_load_p99_added_ms": results["nginx_half_load"]["nginx_p99_added_ms"],
     })
     results["targets"] = {
         "accord >= 30% of nginx rps": results["accord_vs_nginx"] >= 0.30,
@@ -671,6 +683,9 @@ def summarize(results: dict[str, Any]) -> None:
     errors = {name: r["errors"] for name, r in runs.items() if r["errors"]}
     errors.update({f"half load {name}": half[name]["errors"] for name in ("accord", "direct", "nginx")
                    if half[name]["errors"]})
+    own = results["nginx_half_load"]
+    errors.update({f"nginx's own half load {name}": own[name]["errors"] for name in ("direct", "nginx")
+                   if own[name]["errors"]})
     results["errors"] = errors
 
 
@@ -694,6 +709,10 @@ def print_summary(results: dict[str, Any]) -> None:
                                                    f"{half[f'{name}_p99_added_ms']:+.2f}")
         print(f"{label:<36}{half[name]['p50_us'] / 1000:>10.2f}{half[name]['p99_us'] / 1000:>10.2f}"
               f"{added[0]:>11}{added[1]:>11}")
+    own = results["nginx_half_load"]
+    print(f"nginx at half of its own max ({own['rate']:,.0f} req/s): p99 {own['nginx']['p99_us'] / 1000:.2f} ms, "
+          f"added {own['nginx_p99_added_ms']:+.2f} (direct {own['direct']['p99_us'] / 1000:.2f}) — the tail any "
+          f"server at half load gets here")
     usage = results["usage_recorded"]
     print(f"Usage recorded by the gateways: {usage['requests_recorded']:,} requests "
           f"(measured {usage['requests_measured']:,} + warm-ups)")
