@@ -39,13 +39,16 @@ class CredentialLocation(enum.StrEnum):
 
 class Api(Entity):
     __tablename__ = "apis"
+    __table_args__ = (UniqueConstraint("hostname", "path_prefix"),)
 
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     sandbox_upstream_url: Mapped[str | None] = mapped_column(String(2000))
     production_upstream_url: Mapped[str | None] = mapped_column(String(2000))
-    path_prefix: Mapped[str] = mapped_column(String(200), unique=True)
+    path_prefix: Mapped[str] = mapped_column(String(200))
+    # Requests for this host name only ("" = any host); an API bound to a host wins over one that is not.
+    hostname: Mapped[str] = mapped_column(String(253), default="", server_default="")
     visibility: Mapped[Visibility] = mapped_column(default=Visibility.partner)
     lifecycle: Mapped[Lifecycle] = mapped_column(default=Lifecycle.ga)
     credential_location: Mapped[CredentialLocation] = mapped_column(default=CredentialLocation.authorization)

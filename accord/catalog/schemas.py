@@ -1,11 +1,12 @@
 """API shapes for the catalog: APIs, metrics and mapping rules."""
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from accord.catalog.models import CredentialLocation, Lifecycle, Visibility
 from accord.catalog.patterns import validate_pattern
@@ -13,6 +14,19 @@ from accord.core.schemas import HttpUrl, LongText, Name, ReadModel, Slug, WriteM
 
 PathPrefix = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$", max_length=200),
                        Field(description="Requests whose path starts with this reach this API", examples=["/social"])]
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
+def _hostname(value: str) -> str:
+    value = value.lower()
+    if value and not _HOSTNAME.fullmatch(value):
+        raise ValueError("a host name such as api.example.com: letters, digits, hyphens and dots, no port")
+    return value
+
+
+Hostname = Annotated[str, StringConstraints(max_length=253), AfterValidator(_hostname), Field(
+    description="Only requests for this host (the Host header, port aside) reach this API; \"\" for any host. "
+                "sandbox.<host> reaches its sandbox", examples=["api.example.com"])]
 HttpVerb = Annotated[str, StringConstraints(pattern=r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|ANY)$")]
 MetricName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")]
 OpenApiInput = Annotated[dict[str, Any] | str | None, Field(
@@ -29,6 +43,7 @@ class ApiCreate(WriteModel):
     slug: Slug
     description: LongText = ""
     path_prefix: PathPrefix
+    hostname: Hostname = ""
     upstreams: Upstreams = Upstreams()
     visibility: Visibility = Visibility.partner
     lifecycle: Lifecycle = Lifecycle.ga
@@ -45,6 +60,7 @@ class ApiUpdate(WriteModel):
     slug: Slug | None = None
     description: LongText | None = None
     path_prefix: PathPrefix | None = None
+    hostname: Hostname | None = None
     upstreams: Upstreams | None = None
     visibility: Visibility | None = None
     lifecycle: Lifecycle | None = None
@@ -61,6 +77,7 @@ class ApiRead(ReadModel):
     slug: str
     description: str
     path_prefix: str
+    hostname: str
     upstreams: Upstreams
     visibility: Visibility
     lifecycle: Lifecycle
@@ -76,7 +93,7 @@ class ApiRead(ReadModel):
     def of(cls, api: Any) -> "ApiRead":
         return cls(
             id=api.id, name=api.name, slug=api.slug, description=api.description, path_prefix=api.path_prefix,
-            upstreams=Upstreams.model_construct(sandbox=api.sandbox_upstream_url,
+            hostname=api.hostname, upstreams=Upstreams.model_construct(sandbox=api.sandbox_upstream_url,
                                                 production=api.production_upstream_url),
             visibility=api.visibility, lifecycle=api.lifecycle, credential_location=api.credential_location,
             credential_name=api.credential_name, has_openapi=api.openapi is not None,

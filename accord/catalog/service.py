@@ -47,21 +47,23 @@ async def get_api_by_slug(session: AsyncSession, slug: str) -> Api | None:
     return await session.scalar(select(Api).where(Api.slug == slug))
 
 
-async def _check_unique(session: AsyncSession, api_id: uuid.UUID | None, slug: str | None, prefix: str | None) -> None:
+async def _check_unique(session: AsyncSession, api_id: uuid.UUID | None, slug: str | None, prefix: str,
+                        hostname: str) -> None:
     if slug is not None:
         other = await session.scalar(select(Api.id).where(Api.slug == slug))
         if other is not None and other != api_id:
             raise conflict("slug", f"an API with slug {slug!r} already exists")
-    if prefix is not None:
-        other = await session.scalar(select(Api.id).where(Api.path_prefix == prefix))
-        if other is not None and other != api_id:
-            raise conflict("path_prefix", f"another API already serves {prefix!r}")
+    other = await session.scalar(select(Api.id).where(Api.path_prefix == prefix, Api.hostname == hostname))
+    if other is not None and other != api_id:
+        where = f" on {hostname}" if hostname else ""
+        raise conflict("path_prefix", f"another API already serves {prefix!r}{where}")
 
 
 async def create_api(session: AsyncSession, actor: Actor, data: ApiCreate) -> Api:
-    await _check_unique(session, None, data.slug, data.path_prefix)
+    await _check_unique(session, None, data.slug, data.path_prefix, data.hostname)
     api = Api(
         name=data.name, slug=data.slug, description=data.description, path_prefix=data.path_prefix,
+        hostname=data.hostname,
         sandbox_upstream_url=data.upstreams.sandbox, production_upstream_url=data.upstreams.production,
         visibility=data.visibility, lifecycle=data.lifecycle, credential_location=data.credential_location,
         credential_name=data.credential_name, end_user_header=data.end_user_header,
@@ -86,7 +88,9 @@ async def update_api(session: AsyncSession, actor: Actor, api_id: uuid.UUID, dat
     api = await get_api(session, api_id)
     before = _audit_view(api)
     changes = data.model_dump(exclude_unset=True)
-    await _check_unique(session, api.id, changes.get("slug"), changes.get("path_prefix"))
+    hostname = changes.get("hostname")
+    await _check_unique(session, api.id, changes.get("slug"), changes.get("path_prefix") or api.path_prefix,
+                        api.hostname if hostname is None else hostname)
     if "upstreams" in changes:
         upstreams = data.upstreams
         if upstreams is not None:

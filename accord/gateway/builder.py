@@ -112,7 +112,7 @@ async def build_snapshot(connection: AsyncConnection, server_key: str) -> s.Snap
             upstream_secret=upstream_secret(server_key, api_id),
             end_user_header=api.end_user_header.lower(), forward_identity=api.forward_identity,
             stripped_headers=stripped_headers(api.credential_location, api.credential_name),
-            mock_examples=_mock_examples(api.openapi),
+            mock_examples=_mock_examples(api.openapi), hostname=api.hostname,
         )
 
     products = {str(p.id): p for p in await rows(Product)}
@@ -184,6 +184,8 @@ async def build_snapshot(connection: AsyncConnection, server_key: str) -> s.Snap
                                       c.revoked_at is not None)
         for c in await rows(Credential)
     }
-    ordered = tuple(sorted(((a.prefix, a) for a in apis.values()), key=lambda pair: -len(pair[0])))
+    ordered = tuple(sorted(((a.prefix, a) for a in apis.values()), key=lambda pair: (not pair[1].hostname,
+                                                                                    -len(pair[0]))))
     return s.Snapshot(version=int(version), built_at=time.time(), apis_by_prefix=ordered, credentials=credentials,
-                      apps=apps, apps_by_public_id={a.public_app_id: a for a in apps.values()}, partners=partners)
+                      apps=apps, apps_by_public_id={a.public_app_id: a for a in apps.values()}, partners=partners,
+                      routes_by_host=any(a.hostname for a in apis.values()))

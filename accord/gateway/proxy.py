@@ -174,7 +174,7 @@ class Gateway:
         if "/." in path and _has_dot_segment(path):
             # An upstream that normalises paths would resolve it outside the API's base path.
             return ctx.refuse(s.DOT_SEGMENT, "a path segment is . or .. (or %2e forms of them)")
-        found = snap.api_for(path)
+        found = snap.api_for(path, ctx.hostname() if snap.routes_by_host else "")
         if found is None:
             return ctx.refuse(s.NO_ROUTE, f"no API is served at {path}")
         api, rest = found
@@ -566,18 +566,18 @@ class _DirectRelay:
 class _Context:
     """What the request is and turned out to be: the decision's state, then what usage recording needs."""
 
-    __slots__ = ("environment", "path", "api", "rest", "app", "rate_headers", "detail", "extra", "api_id", "api_slug",
-                 "app_id", "partner_id", "credential_id", "metrics", "status", "denial", "upstream_latency")
+    __slots__ = ("environment", "path", "host", "api", "rest", "app", "rate_headers", "detail", "extra", "api_id",
+                 "api_slug", "app_id", "partner_id", "credential_id", "metrics", "status", "denial", "upstream_latency")
 
     def __init__(self, scope: dict[str, Any]) -> None:
         path: str = scope["path"]
         environment = "production"
+        host: bytes | None = _header(scope["headers"], b"host")
+        self.host = host
         if path == SANDBOX_PATH or path.startswith(SANDBOX_PATH + "/"):
             environment, path = "sandbox", path[len(SANDBOX_PATH):] or "/"
-        else:
-            host = _header(scope["headers"], b"host")
-            if host is not None and host.startswith(b"sandbox."):
-                environment = "sandbox"
+        elif host is not None and host.startswith(b"sandbox."):
+            environment = "sandbox"
         self.environment = environment
         self.path = path  # without the /sandbox prefix
         self.api: Any = None
@@ -595,6 +595,13 @@ class _Context:
         self.status = 500
         self.denial: str | None = None
         self.upstream_latency: float | None = None
+
+    def hostname(self) -> str:
+        """The host the request is for, as APIs are bound to it: lower case, no port, no `sandbox.` in front."""
+        host = (self.host or b"").decode("latin-1").lower()
+        if host[-1:] != "]":  # (an IPv6 literal ends in "]"; its colons are not a port)
+            host = host.rpartition(":")[0] or host
+        return host[len("sandbox."):] if host.startswith("sandbox.") else host
 
     def refuse(self, reason: str, detail: str | None = None, extra: list[tuple[bytes, bytes]] | None = None) -> Any:
         """Record why the request is refused; returns None, which `_admit` returns for "refused"."""

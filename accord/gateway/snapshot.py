@@ -62,6 +62,7 @@ class ApiEntry:
     forward_identity: bool
     stripped_headers: frozenset[bytes]  # request headers never forwarded (hop-by-hop, the credential, ours)
     mock_examples: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
+    hostname: str = ""  # served only for this host (lower case, no port); "" for any
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +120,22 @@ class CredentialEntry:
 class Snapshot:
     version: int
     built_at: float
-    apis_by_prefix: tuple[tuple[str, ApiEntry], ...]  # longest prefix first
+    apis_by_prefix: tuple[tuple[str, ApiEntry], ...]  # those bound to a host first, then longest prefix first
     credentials: dict[str, CredentialEntry]  # keyed hash -> credential
     apps: dict[str, AppEntry]  # application id -> app
     apps_by_public_id: dict[str, AppEntry]
     partners: dict[str, PartnerEntry]
+    routes_by_host: bool = False  # some API is bound to a host name: requests' hosts are looked at
 
-    def api_for(self, path: str) -> tuple[ApiEntry, str] | None:
-        """The API whose prefix the path starts with (at a segment boundary), and the rest of the path."""
+    def api_for(self, path: str, host: str = "") -> tuple[ApiEntry, str] | None:
+        """The API whose prefix the path starts with (at a segment boundary), and the rest of the path.
+
+        An API bound to a host name serves only requests for that `host` (lower case, without a port),
+        and comes before those that serve any host, as in Kong's and nginx's routing.
+        """
         for prefix, api in self.apis_by_prefix:
+            if api.hostname and api.hostname != host:
+                continue
             if path.startswith(prefix):
                 rest = path[len(prefix):]
                 if not rest or rest[0] == "/" or prefix.endswith("/"):

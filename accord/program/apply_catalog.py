@@ -133,7 +133,7 @@ async def prune_custom_fields(ctx: Context, spec: ProgramSpec) -> None:
 
 def _api_desired(api: ApiSpec) -> dict[str, Any]:
     return {
-        "name": api.name, "description": api.description, "path_prefix": api.path_prefix,
+        "name": api.name, "description": api.description, "path_prefix": api.path_prefix, "hostname": api.hostname,
         "visibility": api.visibility, "lifecycle": api.lifecycle, "credential_location": api.credential_location,
         "credential_name": api.credential_name, "upstreams.sandbox": api.upstreams.sandbox,
         "upstreams.production": api.upstreams.production, "openapi": api.openapi,
@@ -142,7 +142,7 @@ def _api_desired(api: ApiSpec) -> dict[str, Any]:
 
 def _api_fields(api: Api) -> dict[str, Any]:
     return {
-        "name": api.name, "description": api.description, "path_prefix": api.path_prefix,
+        "name": api.name, "description": api.description, "path_prefix": api.path_prefix, "hostname": api.hostname,
         "visibility": api.visibility, "lifecycle": api.lifecycle, "credential_location": api.credential_location,
         "credential_name": api.credential_name, "upstreams.sandbox": api.sandbox_upstream_url,
         "upstreams.production": api.production_upstream_url, "openapi": api.openapi,
@@ -172,7 +172,7 @@ async def apply_apis(ctx: Context, spec: ProgramSpec) -> None:
             with ctx.at(path, rename):
                 row = await catalog.create_api(ctx.session, ctx.actor, ApiCreate(
                     name=api.name, slug=api.slug, description=api.description, path_prefix=api.path_prefix,
-                    upstreams=Upstreams(sandbox=api.upstreams.sandbox, production=api.upstreams.production),
+                    hostname=api.hostname, upstreams=Upstreams(sandbox=api.upstreams.sandbox, production=api.upstreams.production),
                     visibility=api.visibility, lifecycle=api.lifecycle, credential_location=api.credential_location,
                     credential_name=api.credential_name, openapi=api.openapi))
             ctx.record(CREATE, "api", api.slug)

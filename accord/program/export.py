@@ -131,6 +131,7 @@ class _Exporter:
         item: dict[str, Any] = {"slug": api.slug, "name": api.name}
         _put(item, "description", api.description, "")
         item["path_prefix"] = api.path_prefix
+        _put(item, "hostname", api.hostname, "")
         item["visibility"] = api.visibility.value
         _put(item, "lifecycle", api.lifecycle, Lifecycle.ga)
         _put(item, "credential_location", api.credential_location, CredentialLocation.authorization)

@@ -24,7 +24,7 @@ from accord.agreements.models import RequirementScope
 from accord.apps.models import ApplicationState, CredentialKind, Environment
 from accord.catalog.models import CredentialLocation, Lifecycle, Visibility
 from accord.catalog.patterns import validate_pattern
-from accord.catalog.schemas import MetricName, PathPrefix
+from accord.catalog.schemas import Hostname, MetricName, PathPrefix
 from accord.core.schemas import HttpUrl, LongText, Name, Slug
 from accord.customfields.models import FieldType
 from accord.customfields.schemas import FieldDefinitionCreate
@@ -146,6 +146,7 @@ class ApiSpec(Spec):
     name: Name
     description: LongText = ""
     path_prefix: PathPrefix
+    hostname: Hostname = ""
     visibility: Visibility
     lifecycle: Lifecycle = Lifecycle.ga
     credential_location: CredentialLocation = CredentialLocation.authorization
@@ -449,7 +450,8 @@ class ProgramSpec(Spec):
     @classmethod
     def _unique_apis(cls, value: list[ApiSpec]) -> list[ApiSpec]:
         _no_duplicates(value, lambda a: a.slug, "API")
-        return _no_duplicates(value, lambda a: a.path_prefix, "path prefix")
+        return _no_duplicates(value, lambda a: (a.hostname, a.path_prefix) if a.hostname else a.path_prefix,
+                              "path prefix")
 
     @field_validator("products")
     @classmethod

@@ -72,6 +72,25 @@ async def test_duplicate_slug_and_prefix_are_conflicts_naming_the_field(admin: h
     assert dup_prefix.status_code == 409 and dup_prefix.json()["errors"][0]["field"] == "path_prefix"
 
 
+async def test_apis_on_one_prefix_are_told_apart_by_host_name(admin: httpx.AsyncClient) -> None:
+    """A prefix is unique per host name ("" = any host); host names are DNS names, kept in lower case."""
+    assert (await admin.post("/admin/api/apis", json=_api())).status_code == 201
+    on_host = await admin.post("/admin/api/apis", json=_api(slug="maps", hostname="Maps.Example.com"))
+    assert on_host.status_code == 201, on_host.text
+    assert on_host.json()["hostname"] == "maps.example.com"
+    again = await admin.post("/admin/api/apis", json=_api(slug="maps-2", hostname="maps.example.com"))
+    assert again.status_code == 409
+    assert again.json()["errors"] == [{"field": "path_prefix",
+                                       "reason": "another API already serves '/social' on maps.example.com"}]
+    bad = await admin.post("/admin/api/apis", json=_api(slug="maps-3", hostname="maps.example.com:8080"))
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "hostname"
+    # Moving the host-less API onto the same host (or back) is checked the same way.
+    moved = await admin.patch(f"/admin/api/apis/{on_host.json()['id']}", json={"hostname": ""})
+    assert moved.status_code == 409 and moved.json()["errors"][0]["field"] == "path_prefix"
+    renamed = await admin.patch(f"/admin/api/apis/{on_host.json()['id']}", json={"hostname": "geo.example.com"})
+    assert renamed.status_code == 200 and renamed.json()["hostname"] == "geo.example.com"
+
+
 async def test_validation_errors_name_each_field(admin: httpx.AsyncClient) -> None:
     bad = await admin.post("/admin/api/apis", json=_api(slug="Not A Slug", upstreams={"production": "ftp://x"},
                                                         visibility="secret"))

@@ -375,3 +375,43 @@ async def test_a_slow_upstream_on_a_pooled_connection_times_out_and_the_gateway_
             async for chunk in response.aiter_bytes():
                 received += len(chunk)
         assert received == 4 * 1024 * 1024  # an answer still arriving continues on the connection's task
+
+
+async def _two_apis_on_one_prefix(f, session, upstream: str) -> dict[str, Any]:
+    on_host = await f.api(slug="maps-eu", path_prefix="/v1", hostname="maps.example.com",
+                          production_upstream_url=upstream + "/on-host", sandbox_upstream_url=upstream + "/on-host-sbx")
+    anywhere = await f.api(slug="maps-any", path_prefix="/v1", production_upstream_url=upstream + "/anywhere")
+    longer = await f.api(slug="maps-tiles", path_prefix="/v1/tiles", production_upstream_url=upstream + "/longer")
+    keys: dict[str, str] = {}
+    partner = await f.partner()
+    for api in (on_host, anywhere, longer):
+        hits = await session.scalar(select(Metric).where(Metric.api_id == api.id, Metric.system_name == "hits"))
+        await f.rule(api, hits, "ANY", "/")
+    subscription = await f.subscription(partner, await f.plan(await f.product(on_host, anywhere, longer)))
+    for env in (Environment.production, Environment.sandbox):
+        app = await f.application(partner, env)
+        session.add(ApplicationSubscription(application_id=app.id, subscription_id=subscription.id))
+        keys[env.value] = (await f.credential(app))[1]
+    return keys
+
+
+@pytest.mark.parametrize("server", ["accord-server", "uvicorn"])
+async def test_apis_on_one_prefix_are_routed_by_host(server: str, fresh_database_url: str) -> None:
+    """An API bound to a host name serves that host (any port, and sandbox.<host>); the others serve the rest."""
+    upstream = EchoUpstream()
+    async with serve(upstream) as upstream_url:
+        keys = await committed(fresh_database_url, lambda f, s: _two_apis_on_one_prefix(f, s, upstream_url))
+        app = GatewayApp(gateway_settings(fresh_database_url))
+        async with (serve_gateway(app) if server == "accord-server" else serve(app, **UVICORN_OPTIONS)) as url, \
+                httpx.AsyncClient(base_url=url) as c:
+            async def reached(path: str, host: str, key: str = keys["production"]) -> str:
+                response = await c.get(path, headers={**_bearer(key), "Host": host})
+                assert response.status_code == 200, response.text
+                return response.json()["path"]
+
+            assert await reached("/v1/tiles/3", "MAPS.example.com:8443") == "/on-host/tiles/3"  # host before prefix
+            assert await reached("/v1/tiles/3", "other.example.com") == "/longer/3"
+            assert await reached("/v1/places", "other.example.com") == "/anywhere/places"
+            assert await reached("/v1/places", "127.0.0.1") == "/anywhere/places"
+            assert await reached("/v1/places", "sandbox.maps.example.com", keys["sandbox"]) == "/on-host-sbx/places"
+            assert await reached("/sandbox/v1/places", "maps.example.com", keys["sandbox"]) == "/on-host-sbx/places"

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 09:48:14.291540
+Create Date: 2026-11-21 15:02:28.554011
 """
 from alembic import op
 import sqlalchemy as sa
@@ -53,6 +53,7 @@ def upgrade() -> None:
     sa.Column('sandbox_upstream_url', sa.String(length=2000), nullable=True),
     sa.Column('production_upstream_url', sa.String(length=2000), nullable=True),
     sa.Column('path_prefix', sa.String(length=200), nullable=False),
+    sa.Column('hostname', sa.String(length=253), server_default='', nullable=False),
     sa.Column('visibility', sa.Enum('internal', 'partner', 'public', 'open', name='visibility', native_enum=False, length=32), nullable=False),
     sa.Column('lifecycle', sa.Enum('early-access', 'beta', 'ga', 'deprecated', 'retired', name='lifecycle', native_enum=False, length=32), nullable=False),
     sa.Column('credential_location', sa.Enum('authorization', 'header', 'query', 'app-id-key', name='credentiallocation', native_enum=False, length=32), nullable=False),
@@ -64,7 +65,7 @@ def upgrade() -> None:
     sa.Column('created_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_apis')),
-    sa.UniqueConstraint('path_prefix', name=op.f('uq_apis_path_prefix')),
+    sa.UniqueConstraint('hostname', 'path_prefix', name=op.f('uq_apis_hostname_path_prefix')),
     sa.UniqueConstraint('slug', name=op.f('uq_apis_slug'))
     )
     op.create_table('audit_entries',
