@@ -21,6 +21,8 @@ def _hostname(value: str) -> str:
     value = value.lower()
     if value and not _HOSTNAME.fullmatch(value):
         raise ValueError("a host name such as api.example.com: letters, digits, hyphens and dots, no port")
+    if value.startswith("sandbox."):
+        raise ValueError("sandbox.<host> is the sandbox of <host>: bind the API to <host>")
     return value
 
 

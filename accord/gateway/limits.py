@@ -44,7 +44,8 @@ Clock = Callable[[], float]
 
 
 # Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, which
-# costs more than the rest of a check; these are made per request and never changed anyway.
+# costs more than the rest of a check. Never changed once made: the gateway shares one tuple of
+# checks between the requests of the same shape (accord.gateway.proxy, `_limit_plan`).
 @dataclass(slots=True)
 class LimitCheck:
     key: str  # the counter's identity without the window, e.g. f"{app_id}|{metric_id}" or with "|u:{end_user}"

@@ -37,9 +37,11 @@ SECRET_HEADER = b"x-accord-gateway-secret"
 SANDBOX_PATH = "/sandbox"
 THRESHOLDS = (50, 80, 90, 100)  # percent of a limit that makes a usage.limit_threshold event
 _TEMPLATE_VAR = re.compile(r"\{[^/}]+\}")
+_PLAIN_HOST = re.compile(rb"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")  # a host name or IP, a port
 ANSWER_HOP_BY_HOP = HOP_BY_HOP - {b"content-length"}  # dropped from answers (the length is kept)
 _UNPARSED: Any = object()
 MEMO_ENTRIES = 16_384  # per memo (keys seen, limit plans); a full memo is emptied, so memory stays bounded
+MEMO_END_USER = 128  # longer end-user ids are not remembered (one key could fill the memo with huge ones)
 _NO_CHECKS: tuple[LimitCheck, ...] = ()
 
 
@@ -270,7 +272,7 @@ class Gateway:
         checks while the snapshot stands; they are never changed once made, so one tuple serves them all.
         """
         shape = (app.id, api.id, end_user, *matched)
-        plan = self._plan_memo.get(shape)
+        plan = self._plan_memo.get(shape) if end_user is None or len(end_user) <= MEMO_END_USER else None
         if plan is None:
             totals = _with_ancestors(api, matched)
             checks = _NO_CHECKS
@@ -279,9 +281,11 @@ class Gateway:
                 checks = tuple(LimitCheck(f"{scope_key}|{limit.metric_id}", limit.period, limit.value,
                                           totals[limit.metric_id])
                                for limit in access.limits if limit.metric_id in totals)
-            if len(self._plan_memo) >= MEMO_ENTRIES:
-                self._plan_memo.clear()
-            plan = self._plan_memo[shape] = (totals, checks)
+            plan = (totals, checks)
+            if end_user is None or len(end_user) <= MEMO_END_USER:
+                if len(self._plan_memo) >= MEMO_ENTRIES:
+                    self._plan_memo.clear()
+                self._plan_memo[shape] = plan
         return plan
 
     def _within_limits(self, ctx: _Context, checks: Sequence[LimitCheck], decision: Any) -> bool:
@@ -576,7 +580,7 @@ class _Context:
         self.host = host
         if path == SANDBOX_PATH or path.startswith(SANDBOX_PATH + "/"):
             environment, path = "sandbox", path[len(SANDBOX_PATH):] or "/"
-        elif host is not None and host.startswith(b"sandbox."):
+        elif host is not None and host[:8].lower() == b"sandbox.":
             environment = "sandbox"
         self.environment = environment
         self.path = path  # without the /sandbox prefix
@@ -601,6 +605,7 @@ class _Context:
         host = (self.host or b"").decode("latin-1").lower()
         if host[-1:] != "]":  # (an IPv6 literal ends in "]"; its colons are not a port)
             host = host.rpartition(":")[0] or host
+        host = host.rstrip(".")  # the fully qualified form names the same host
         return host[len("sandbox."):] if host.startswith("sandbox.") else host
 
     def refuse(self, reason: str, detail: str | None = None, extra: list[tuple[bytes, bytes]] | None = None) -> Any:
@@ -701,9 +706,10 @@ def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]],
                       app: s.AppEntry) -> list[tuple[bytes, bytes]]:
     """The caller's headers minus what is never forwarded, plus the proxy headers and ours (Host is the upstream's).
 
-    What the caller says about earlier hops is kept but never trusted: X-Forwarded-For and Forwarded
-    get this hop appended (an upstream reads the last entry, the one the gateway wrote); X-Real-IP,
-    a single address, is always the caller's socket address.
+    What the caller says about earlier hops is never trusted: X-Forwarded-For is kept with this hop
+    appended (an upstream reads the last entry, the one the gateway wrote); Forwarded and X-Real-IP
+    are the gateway's alone — a caller's Forwarded is not passed on, since an open quoted string in
+    it would swallow the element appended after it.
     """
     drop: frozenset[bytes] | set[bytes] = api.stripped_headers
     for name, value in headers:
@@ -716,12 +722,11 @@ def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]],
     proto = b"https" if scope.get("scheme") == "https" else b"http"
     host = _header(headers, b"host")
     hop = b"for=" + (b'"[' + address + b']"' if b":" in address else address or b"unknown") + b";proto=" + proto
-    if host:
-        hop += b';host="' + host.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-    prior_hops = _header(headers, b"forwarded")
+    if host and _PLAIN_HOST.fullmatch(host):  # (a URI host may hold , ; = which naive parsers split on)
+        hop += b';host="' + host + b'"'
     out += [(b"x-forwarded-for", prior + b", " + address if prior else address),
             (b"x-forwarded-proto", proto),
-            (b"forwarded", prior_hops + b", " + hop if prior_hops else hop),
+            (b"forwarded", hop),
             (SECRET_HEADER, api.upstream_secret.encode())]
     if address:
         out.append((b"x-real-ip", address))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -56,6 +57,8 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# What a Host (or an absolute-form target's authority) may hold: RFC 3986's host and port characters.
+_URI_HOST = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]%]*")
 
 
 def _refusal(status: HTTPStatus) -> bytes:
@@ -409,9 +412,11 @@ class _Connection(asyncio.Protocol):
         expect_continue = False
         hosts = 0
         coding = length = None
+        host = b""
         for name, value in headers:
             if name == b"host":
                 hosts += 1
+                host = value
             elif name == b"content-length":
                 length = value
             elif name == b"transfer-encoding":
@@ -420,7 +425,9 @@ class _Connection(asyncio.Protocol):
                 expect_continue = True
         # (llhttp already refuses Content-Length with Transfer-Encoding, several or malformed Content-Length
         # and a Transfer-Encoding not ending in chunked.)
-        if hosts > 1 or (hosts == 0 and version == "1.1"):  # RFC 9112 3.2: exactly one Host
+        if hosts > 1 or (hosts == 0 and version == "1.1"):  # RFC 9112 3.2: exactly one Host, a valid one
+            raise ValueError("Host")
+        if (hosts and not _URI_HOST.fullmatch(host)) or not _URI_HOST.fullmatch(authority):
             raise ValueError("Host")
         if authority:  # RFC 9112 3.2.2: an absolute-form target's authority names the host, not the Host field
             headers = self._headers = [pair for pair in headers if pair[0] != b"host"]

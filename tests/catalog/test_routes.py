@@ -82,8 +82,9 @@ async def test_apis_on_one_prefix_are_told_apart_by_host_name(admin: httpx.Async
     assert again.status_code == 409
     assert again.json()["errors"] == [{"field": "path_prefix",
                                        "reason": "another API already serves '/social' on maps.example.com"}]
-    bad = await admin.post("/admin/api/apis", json=_api(slug="maps-3", hostname="maps.example.com:8080"))
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "hostname"
+    for hostname in ("maps.example.com:8080", "sandbox.maps.example.com"):
+        bad = await admin.post("/admin/api/apis", json=_api(slug="maps-3", hostname=hostname))
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "hostname"
     # Moving the host-less API onto the same host (or back) is checked the same way.
     moved = await admin.patch(f"/admin/api/apis/{on_host.json()['id']}", json={"hostname": ""})
     assert moved.status_code == 409 and moved.json()["errors"][0]["field"] == "path_prefix"

@@ -120,7 +120,7 @@ async def test_forwarding_headers_and_environment(running: Running) -> None:
         response = await c.get("/social/users/7?fields=a&fields=b", headers={**_bearer(keys["good"]),
                                                                              "X-Forwarded-For": "10.0.0.1",
                                                                              "X-Real-IP": "10.9.9.9",
-                                                                             "Forwarded": "for=10.0.0.1",
+                                                                             "Forwarded": 'for="10.0.0.1',
                                                                              "Connection": "keep-alive, X-Drop",
                                                                              "X-Drop": "1", "X-Keep": "yes"})
         assert response.status_code == 200, response.text
@@ -133,7 +133,7 @@ async def test_forwarding_headers_and_environment(running: Running) -> None:
         assert sent["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
         # What the caller claims about earlier hops is kept, and this hop appended; X-Real-IP is never the caller's.
         host = running.url.removeprefix("http://")
-        assert sent["forwarded"] == f'for=10.0.0.1, for=127.0.0.1;proto=http;host="{host}"'
+        assert sent["forwarded"] == f'for=127.0.0.1;proto=http;host="{host}"'
         assert sent["x-real-ip"] == "127.0.0.1" and sent["x-forwarded-proto"] == "http"
         assert [seen["header_names"].count(name) for name in ("x-real-ip", "forwarded", "x-forwarded-for")] == [1, 1, 1]
         assert sent["x-accord-partner"] == running.data["partner_id"]
@@ -187,6 +187,25 @@ async def _wait_for_version(app: GatewayApp, _client: Any, timeout: float = 3.0)
         assert time.monotonic() - started < timeout, "the gateway did not see the change"
         await asyncio.sleep(0.02)
     return time.monotonic() - started
+
+
+async def test_a_new_limit_reaches_a_gateway_that_has_served_the_key(running: Running, fresh_database_url: str) -> None:
+    """What admission remembers (the key's credential, the request's limit checks) goes with the snapshot."""
+    keys = running.data["keys"]
+    async with httpx.AsyncClient(base_url=running.url) as c:
+        for _ in range(3):
+            assert (await c.get("/social/x", headers=_bearer(keys["good"]))).status_code == 200
+
+        async def tighten(f, session) -> None:
+            from accord.plans.models import PlanLimit
+            await session.execute(update(PlanLimit).where(PlanLimit.value == 1000).values(value=0))
+            from accord.core.version import ProgramVersion
+            await session.execute(update(ProgramVersion).values(version=ProgramVersion.version + 1))
+
+        await committed(fresh_database_url, tighten)
+        await _wait_for_version(running.app, c)
+        refused = await _problem(c, "GET", "/social/x", keys["good"], 429, "limit-reached")
+        assert "q=0" in refused.headers["ratelimit-policy"]
 
 
 async def test_a_change_reaches_the_running_gateway_within_a_second(running: Running, fresh_database_url: str) -> None:
@@ -415,3 +434,5 @@ async def test_apis_on_one_prefix_are_routed_by_host(server: str, fresh_database
             assert await reached("/v1/places", "127.0.0.1") == "/anywhere/places"
             assert await reached("/v1/places", "sandbox.maps.example.com", keys["sandbox"]) == "/on-host-sbx/places"
             assert await reached("/sandbox/v1/places", "maps.example.com", keys["sandbox"]) == "/on-host-sbx/places"
+            assert await reached("/v1/places", "Sandbox.Maps.example.com", keys["sandbox"]) == "/on-host-sbx/places"
+            assert await reached("/v1/places", "maps.example.com.") == "/on-host/places"  # the fully qualified form

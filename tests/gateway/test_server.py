@@ -316,6 +316,8 @@ SMUGGLING = {
     "transfer-encoding and content-length": (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
                                              b"Content-Length: 4\r\n\r\n0\r\n\r\n", 400),
     "two content-lengths": (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
+    "a host that is no URI host": (b"GET /echo HTTP/1.1\r\nHost: a, for=6.6.6.6\r\n\r\n", 400),
+    "an absolute-form authority that is no URI host": (b"GET http://a#f/echo HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     "a content-length list": (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc", 400),
     "a signed content-length": (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", 400),
     "a coding before chunked": (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
