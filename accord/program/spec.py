@@ -450,7 +450,7 @@ class ProgramSpec(Spec):
     @classmethod
     def _unique_apis(cls, value: list[ApiSpec]) -> list[ApiSpec]:
         _no_duplicates(value, lambda a: a.slug, "API")
-        return _no_duplicates(value, lambda a: (a.hostname, a.path_prefix) if a.hostname else a.path_prefix,
+        return _no_duplicates(value, lambda a: f"{a.path_prefix} on {a.hostname}" if a.hostname else a.path_prefix,
                               "path prefix")
 
     @field_validator("products")
