@@ -272,7 +272,8 @@ class Gateway:
         checks while the snapshot stands; they are never changed once made, so one tuple serves them all.
         """
         shape = (app.id, api.id, end_user, *matched)
-        plan = self._plan_memo.get(shape) if end_user is None or len(end_user) <= MEMO_END_USER else None
+        remembered = end_user is None or len(end_user) <= MEMO_END_USER
+        plan = self._plan_memo.get(shape) if remembered else None
         if plan is None:
             totals = _with_ancestors(api, matched)
             checks = _NO_CHECKS
@@ -282,7 +283,7 @@ class Gateway:
                                           totals[limit.metric_id])
                                for limit in access.limits if limit.metric_id in totals)
             plan = (totals, checks)
-            if end_user is None or len(end_user) <= MEMO_END_USER:
+            if remembered:
                 if len(self._plan_memo) >= MEMO_ENTRIES:
                     self._plan_memo.clear()
                 self._plan_memo[shape] = plan

@@ -425,9 +425,9 @@ class _Connection(asyncio.Protocol):
                 expect_continue = True
         # (llhttp already refuses Content-Length with Transfer-Encoding, several or malformed Content-Length
         # and a Transfer-Encoding not ending in chunked.)
-        if hosts > 1 or (hosts == 0 and version == "1.1"):  # RFC 9112 3.2: exactly one Host, a valid one
-            raise ValueError("Host")
-        if (hosts and not _URI_HOST.fullmatch(host)) or not _URI_HOST.fullmatch(authority):
+        # RFC 9112 3.2: exactly one Host (none is allowed in HTTP/1.0), and a valid one.
+        if hosts > 1 or (hosts == 0 and version == "1.1") or (hosts and not _URI_HOST.fullmatch(host)) \
+                or not _URI_HOST.fullmatch(authority):
             raise ValueError("Host")
         if authority:  # RFC 9112 3.2.2: an absolute-form target's authority names the host, not the Host field
             headers = self._headers = [pair for pair in headers if pair[0] != b"host"]

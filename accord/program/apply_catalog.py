@@ -172,7 +172,8 @@ async def apply_apis(ctx: Context, spec: ProgramSpec) -> None:
             with ctx.at(path, rename):
                 row = await catalog.create_api(ctx.session, ctx.actor, ApiCreate(
                     name=api.name, slug=api.slug, description=api.description, path_prefix=api.path_prefix,
-                    hostname=api.hostname, upstreams=Upstreams(sandbox=api.upstreams.sandbox, production=api.upstreams.production),
+                    hostname=api.hostname,
+                    upstreams=Upstreams(sandbox=api.upstreams.sandbox, production=api.upstreams.production),
                     visibility=api.visibility, lifecycle=api.lifecycle, credential_location=api.credential_location,
                     credential_name=api.credential_name, openapi=api.openapi))
             ctx.record(CREATE, "api", api.slug)
