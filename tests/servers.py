@@ -20,10 +20,23 @@ import httpx
 import uvicorn
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now and that this test run has not handed out before.
+
+    A test often takes several ports before it starts the servers that bind them; the
+    kernel may give a port just released by one call to the next call, which would put
+    two of those servers on one port.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @contextmanager

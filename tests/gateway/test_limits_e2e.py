@@ -120,6 +120,7 @@ def test_two_gateway_processes_sharing_redis_admit_exactly_the_limit(fresh_datab
                 return [r.status_code for r in await asyncio.gather(*calls)]
 
         statuses = asyncio.run(hammer())
+        assert [g.poll() for g in gateways] == [None, None], "a gateway process stopped"
         fallbacks = [_metric(f"http://127.0.0.1:{port}/metrics", "accord_gateway_limiter_unavailable_total")
                      for port in ports]
         assert fallbacks == [0, 0], "a gateway fell back to per-process limits (Redis too slow?)"
@@ -135,10 +136,11 @@ def test_two_gateway_processes_sharing_redis_admit_exactly_the_limit(fresh_datab
 
 
 def _metric(url: str, name: str) -> float:
-    for line in httpx.get(url).text.splitlines():
+    page = httpx.get(url)
+    for line in page.text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in {url}")
+    raise AssertionError(f"{name} not in {url} ({page.status_code}): {page.text[:500]!r}")
 
 
 def _wait_for(url: str, timeout: float = 60) -> None:
