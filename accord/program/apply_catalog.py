@@ -162,8 +162,29 @@ def _api_update(fields: list[FieldChange]) -> ApiUpdate:
     return ApiUpdate(**values)
 
 
+async def _park_route_holders(ctx: Context, spec: ProgramSpec, current: dict[str, Api]) -> None:
+    """Move APIs off routes (host name, path prefix) the file gives to other APIs, when they move too (or go).
+
+    A route is unique, so without this two APIs could not swap routes in one apply. The
+    parking prefix is the API's own id, which no other API can hold.
+    """
+    by_route = {(a.hostname, a.path_prefix): a for a in current.values()}
+    in_file = {a.slug for a in spec.apis}
+    for api in spec.apis:
+        holder = by_route.get((api.hostname, api.path_prefix))
+        if holder is None or holder.slug == api.slug:
+            continue
+        if holder.slug not in in_file and not ctx.prune:
+            continue  # it stays where it is: the create/update below reports the clash on this API's route
+        del by_route[(holder.hostname, holder.path_prefix)]
+        await catalog.update_api(ctx.session, ctx.actor, holder.id, ApiUpdate(path_prefix=f"/.parked/{holder.id}"))
+
+
 async def apply_apis(ctx: Context, spec: ProgramSpec) -> None:
     current = {a.slug: a for a in await ctx.session.scalars(select(Api))}
+    # The diff is taken before any API is parked, so it shows the real old routes.
+    changes = {a.slug: diff(_api_fields(current[a.slug]), _api_desired(a)) for a in spec.apis if a.slug in current}
+    await _park_route_holders(ctx, spec, current)
     for i, api in enumerate(spec.apis):
         path = f"apis[{i}]"
         row = current.get(api.slug)
@@ -178,7 +199,8 @@ async def apply_apis(ctx: Context, spec: ProgramSpec) -> None:
                     credential_name=api.credential_name, openapi=api.openapi))
             ctx.record(CREATE, "api", api.slug)
         else:
-            fields = diff(_api_fields(row), _api_desired(api))
+            # A parked API is always one whose route changes, so its diff moves it off the parking prefix.
+            fields = changes[api.slug]
             if fields:
                 with ctx.at(path, rename):
                     await catalog.update_api(ctx.session, ctx.actor, row.id, _api_update(fields))

@@ -235,6 +235,35 @@ async def test_tiers_can_swap_ranks(session: AsyncSession, settings: Settings) -
     assert [t.slug for t in await session.scalars(select(Tier).order_by(Tier.rank))] == ["b", "a"]
 
 
+async def test_apis_can_swap_path_prefixes_and_host_names(session: AsyncSession, settings: Settings) -> None:
+    def program(a: tuple[str, str], b: tuple[str, str], c: tuple[str, str] | None = None) -> str:
+        apis = [("a", a), ("b", b)] + ([("c", c)] if c else [])
+        return "apis:\n" + "".join(f"  - {{slug: {slug}, name: {slug.upper()}, path_prefix: {prefix}, "
+                                    f"hostname: '{host}', visibility: public}}\n" for slug, (prefix, host) in apis)
+
+    await apply(session, settings, program(("/one", "x.example"), ("/two", "y.example"), ("/three", "")))
+    swapped = await apply(session, settings, program(("/two", "y.example"), ("/one", "x.example"), ("/three", "")))
+    assert changed_fields(swapped, "~ update api a") == {"path_prefix": ("/one", "/two"),
+                                                          "hostname": ("x.example", "y.example")}
+    assert changed_fields(swapped, "~ update api b") == {"path_prefix": ("/two", "/one"),
+                                                          "hostname": ("y.example", "x.example")}
+    routes = {a.slug: (a.path_prefix, a.hostname) for a in await session.scalars(select(Api))}
+    assert routes == {"a": ("/two", "y.example"), "b": ("/one", "x.example"), "c": ("/three", "")}
+
+    # With --prune an API the file drops gives up its route to one the file moves onto it.
+    moved = await apply(session, settings, program(("/three", ""), ("/one", "x.example")), prune=True)
+    assert summaries(moved) == ["~ update api a", "- delete api c"]
+    routes = {a.slug: (a.path_prefix, a.hostname) for a in await session.scalars(select(Api))}
+    assert routes == {"a": ("/three", ""), "b": ("/one", "x.example")}
+
+    # Without --prune the API that stays keeps its route, and the clash is named.
+    await apply(session, settings, program(("/three", ""), ("/one", "x.example"), ("/four", "")))
+    with pytest.raises(ProgramError) as caught:
+        await apply(session, settings, "apis:\n  - {slug: d, name: D, path_prefix: /four, visibility: public}\n")
+    [(where, reason)] = caught.value.problems
+    assert where == "apis[0].path_prefix" and "'/four'" in reason
+
+
 async def test_application_states_and_defaults(session: AsyncSession, settings: Settings) -> None:
     program = """
 partners:
