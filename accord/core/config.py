@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     gateway_port: int = 8080
     invitation_days: int = 7
     user_session_days: int = 30
+    # Sign-in throttling (accord.users.throttle), as Auth0's brute-force protection: failed logins for
+    # one account from one address, and from one address over all accounts, within the window.
+    login_failure_window_seconds: int = Field(default=900, ge=1)
+    login_failures_per_account: int = Field(default=10, ge=1)
+    login_failures_per_address: int = Field(default=100, ge=1)
     log_sql: bool = False
     # The gateway (data plane).
     gateway_redis_url: str | None = None  # shared limit counters for several gateway processes

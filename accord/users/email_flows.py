@@ -26,6 +26,7 @@ from accord.core.errors import ProblemError
 from accord.core.security import hash_password, keyed_hash, new_secret
 from accord.notifications.rendering import public_url, site_context
 from accord.notifications.service import queue_email
+from accord.users import throttle
 from accord.users.models import TokenPurpose, User, UserToken
 from accord.users.service import find_user_by_email, revoke_sessions, user_actor
 
@@ -124,6 +125,7 @@ async def confirm_password_reset(session: AsyncSession, settings: Settings, secr
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()  # the token reached that inbox
     await revoke_sessions(session, user.id)
+    await throttle.forget(session, settings, user.email)  # whoever failed to sign in, the owner is back in
     after = {**audit.snapshot(user), "password_changed": True}  # never the hash itself
     await audit.record(session, user_actor(user), "user.password_reset", user, before=before, after=after)
     return user

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from accord.core.db import Entity
@@ -62,3 +62,18 @@ class UserToken(Entity):
     expires_at: Mapped[datetime] = mapped_column()
     # Set when the token is used, or when a newer token of the same purpose replaces it.
     used_at: Mapped[datetime | None] = mapped_column()
+
+
+class LoginFailure(Entity):
+    """A failed sign-in, kept for the throttling window (accord.users.throttle).
+
+    The account is a keyed hash of the email as it was typed (normalised), so an address
+    that is no account, or a mistyped one, is not stored readable."""
+
+    __tablename__ = "login_failures"
+
+    account_key: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    failed_at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = (Index("ix_login_failures_account_address", "account_key", "address"),)

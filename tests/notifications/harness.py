@@ -132,3 +132,12 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def mailed_token(session: AsyncSession, to: str, kind: str) -> str:
+    """The token in the newest email of that kind to `to`, read from the outbox in the test's transaction."""
+    template = {"reset": "password_reset", "verify": "email_verification"}[kind]
+    message = await session.scalar(select(EmailMessage).where(EmailMessage.to == to, EmailMessage.template == template)
+                                   .order_by(EmailMessage.created_at.desc()).limit(1))
+    assert message is not None, f"no email to {to}"
+    return re.search(TOKEN[kind], message.text_body).group(0)

@@ -1,7 +1,6 @@
 """Email verification and password reset: request → email → confirm, end to end and in detail."""
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import httpx
@@ -16,7 +15,7 @@ from accord.users.email_flows import MAX_TOKENS_PER_HOUR
 from accord.users.models import User
 from tests.factories import PASSWORD, Factory
 from tests.gateway.harness import committed
-from tests.notifications.harness import TOKEN, Inbox, accord_api, bearer, emails, mail_settings, smtp_server
+from tests.notifications.harness import Inbox, accord_api, bearer, emails, mail_settings, mailed_token, smtp_server
 
 NEW_PASSWORD = "a completely new passphrase"
 
@@ -91,14 +90,6 @@ async def test_email_verification_end_to_end(fresh_database_url: str) -> None:
 
 # --- the details, in the test's transaction ---------------------------------------------------------
 
-async def _mailed_token(session: AsyncSession, to: str, kind: str) -> str:
-    template = {"reset": "password_reset", "verify": "email_verification"}[kind]
-    message = await session.scalar(select(EmailMessage).where(EmailMessage.to == to, EmailMessage.template == template)
-                                   .order_by(EmailMessage.created_at.desc()).limit(1))
-    assert message is not None, f"no email to {to}"
-    return re.search(TOKEN[kind], message.text_body).group(0)
-
-
 async def _count(session: AsyncSession, to: str) -> int:
     return len((await session.scalars(select(EmailMessage).where(EmailMessage.to == to))).all())
 
@@ -106,9 +97,9 @@ async def _count(session: AsyncSession, to: str) -> int:
 async def test_a_new_request_replaces_the_previous_token(anon: httpx.AsyncClient, factory, session) -> None:
     await factory.user("cat@example.com")
     assert (await anon.post("/api/auth/password-reset/request", json={"email": "cat@example.com"})).status_code == 202
-    first = await _mailed_token(session, "cat@example.com", "reset")
+    first = await mailed_token(session, "cat@example.com", "reset")
     assert (await anon.post("/api/auth/password-reset/request", json={"email": "cat@example.com"})).status_code == 202
-    second = await _mailed_token(session, "cat@example.com", "reset")
+    second = await mailed_token(session, "cat@example.com", "reset")
     assert first != second
     stale = await anon.post("/api/auth/password-reset/confirm", json={"token": first, "password": NEW_PASSWORD})
     assert stale.status_code == 409
@@ -122,8 +113,8 @@ async def test_tokens_expire_and_unknown_or_misused_ones_are_refused(anon: httpx
     token = await factory.session_token(user)
     await anon.post("/api/auth/password-reset/request", json={"email": "dan@example.com"})
     await anon.post("/api/auth/verify-email/request", headers=bearer(token))
-    reset = await _mailed_token(session, "dan@example.com", "reset")
-    verify = await _mailed_token(session, "dan@example.com", "verify")
+    reset = await mailed_token(session, "dan@example.com", "reset")
+    verify = await mailed_token(session, "dan@example.com", "verify")
 
     # Each token works only for its own purpose; an unknown one is 404.
     wrong = await anon.post("/api/auth/verify-email/confirm", json={"token": reset})
@@ -160,18 +151,18 @@ async def test_signing_up_sends_a_verification_email(anon: httpx.AsyncClient, se
     signup = await anon.post("/api/auth/signup", json={"email": "Fay@Example.com", "name": "Fay",
                                                        "password": "a long password", "organisation": "Fay Labs"})
     assert signup.status_code == 201, signup.text
-    token = await _mailed_token(session, "fay@example.com", "verify")
+    token = await mailed_token(session, "fay@example.com", "verify")
     assert (await anon.post("/api/auth/verify-email/confirm", json={"token": token})).status_code == 200
     user = await session.scalar(select(User).where(User.email == "fay@example.com"))
     await session.refresh(user)
     assert user.email_verified_at is not None
 
 
-async def test_no_answer_or_audit_entry_carries_a_mailed_token(anon: httpx.AsyncClient, admin: httpx.AsyncClient,
+async def test_no_answer_or_audit_entry_carries_amailed_token(anon: httpx.AsyncClient, admin: httpx.AsyncClient,
                                                                factory, session) -> None:
     user = await factory.user("gil@example.com")
     requested = await anon.post("/api/auth/verify-email/request", headers=bearer(await factory.session_token(user)))
-    token = await _mailed_token(session, "gil@example.com", "verify")
+    token = await mailed_token(session, "gil@example.com", "verify")
     confirmed = await anon.post("/api/auth/verify-email/confirm", json={"token": token})
     audit = (await admin.get("/admin/api/audit", params={"limit": 200})).json()["items"]
     actions = {e["action"] for e in audit}

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 15:02:28.554011
+Create Date: 2026-11-21 17:17:51.196298
 """
 from alembic import op
 import sqlalchemy as sa
@@ -135,6 +135,20 @@ def upgrade() -> None:
     with op.batch_alter_table('first_calls', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_first_calls_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_first_calls_partner_id'), ['partner_id'], unique=False)
+
+    op.create_table('login_failures',
+    sa.Column('account_key', sa.String(length=64), nullable=False),
+    sa.Column('address', sa.String(length=64), nullable=False),
+    sa.Column('failed_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('created_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', accord.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_login_failures'))
+    )
+    with op.batch_alter_table('login_failures', schema=None) as batch_op:
+        batch_op.create_index('ix_login_failures_account_address', ['account_key', 'address'], unique=False)
+        batch_op.create_index(batch_op.f('ix_login_failures_address'), ['address'], unique=False)
+        batch_op.create_index(batch_op.f('ix_login_failures_failed_at'), ['failed_at'], unique=False)
 
     op.create_table('onboarding_stages',
     sa.Column('key', sa.String(length=64), nullable=False),
@@ -985,6 +999,12 @@ def downgrade() -> None:
     op.drop_table('products')
     op.drop_table('onboarding_watermarks')
     op.drop_table('onboarding_stages')
+    with op.batch_alter_table('login_failures', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_login_failures_failed_at'))
+        batch_op.drop_index(batch_op.f('ix_login_failures_address'))
+        batch_op.drop_index('ix_login_failures_account_address')
+
+    op.drop_table('login_failures')
     with op.batch_alter_table('first_calls', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_first_calls_partner_id'))
         batch_op.drop_index(batch_op.f('ix_first_calls_at'))
