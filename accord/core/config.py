@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     gateway_keepalive_timeout: int = Field(default=5, ge=1)
     gateway_header_timeout: int = Field(default=10, ge=1)
     gateway_stall_timeout: int = Field(default=30, ge=1)
+    # How large a request head the gateway's server reads (nginx: large_client_header_buffers): a longer
+    # request target is answered 414, more header bytes in all or more header fields 431.
+    gateway_max_url_bytes: int = Field(default=8 * 1024, ge=256)
+    gateway_max_head_bytes: int = Field(default=32 * 1024, ge=1024)
+    gateway_max_headers: int = Field(default=100, ge=8)
     # Webhooks (accord.webhooks): the dispatcher runs in `accord worker`, `accord serve` and `accord demo`.
     webhooks_allow_http: bool = False  # endpoints may be http:// URLs (tests, local receivers), not only https://
     webhooks_allow_private: bool = False  # deliveries may go to loopback, private and link-local addresses

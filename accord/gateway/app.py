@@ -117,7 +117,10 @@ def server_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of accord.gateway.server's `serve` (and `run`) that settings give."""
     return {"keepalive_timeout": settings.gateway_keepalive_timeout,
             "header_timeout": settings.gateway_header_timeout,
-            "stall_timeout": settings.gateway_stall_timeout}
+            "stall_timeout": settings.gateway_stall_timeout,
+            "max_url": settings.gateway_max_url_bytes,
+            "max_head": settings.gateway_max_head_bytes,
+            "max_headers": settings.gateway_max_headers}
 
 
 def create_gateway_app() -> GatewayApp:

@@ -48,7 +48,8 @@ log = logging.getLogger("accord.gateway.server")
 _HIGH_WATER = 256 * 1024  # buffered request body bytes that pause reading from the client
 _LOW_WATER = 64 * 1024
 # Limits on what a client may make this server hold (nginx: 8 KB request line, ~32 KB of header lines;
-# h11: 16 KB per head): past them the request is refused and the connection closed.
+# h11: 16 KB per head): past them the request is refused and the connection closed. These are the
+# defaults of `serve`'s max_url, max_head and max_headers (settings ACCORD_GATEWAY_MAX_*).
 MAX_URL = 8 * 1024
 MAX_HEAD = 32 * 1024  # request line and header fields (trailer fields too), and bytes without progress
 MAX_HEADERS = 100
@@ -334,7 +335,7 @@ class _Connection(asyncio.Protocol):
                 # Bytes the parser keeps without a callback (a header line without its end, a chunk
                 # extension): bounded like a head, or one endless line would take all memory.
                 self._stuck += len(data)
-                if self._stuck > MAX_HEAD:
+                if self._stuck > self.server.max_head:
                     self._refuse(_HEADERS_TOO_LARGE if self._in_head else _BAD_REQUEST)
             return
 
@@ -376,14 +377,14 @@ class _Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._progress = True
-        if len(self._url) > MAX_URL:
+        if len(self._url) > self.server.max_url:
             self._refusal = _URI_TOO_LONG
             raise ValueError("request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._progress = True
         self._head_size += len(name) + len(value) + 4
-        if self._head_size > MAX_HEAD or len(self._headers) >= MAX_HEADERS:
+        if self._head_size > self.server.max_head or len(self._headers) >= self.server.max_headers:
             self._refusal = _HEADERS_TOO_LARGE
             raise ValueError("request head too large")
         if self.parsing is None:  # (trailer fields, after the body, are counted and dropped)
@@ -689,11 +690,15 @@ class _Connection(asyncio.Protocol):
 
 
 class _Server:
-    def __init__(self, app: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, app: Any, loop: asyncio.AbstractEventLoop, max_url: int, max_head: int,
+                 max_headers: int) -> None:
         self.app = app
         self.direct: Callable[[_Exchange], bool] | None = getattr(app, "direct", None)
         self.loop = loop
         self.connections: set[_Connection] = set()
+        self.max_url = max_url
+        self.max_head = max_head
+        self.max_headers = max_headers
 
 
 async def _lifespan(app: Any, phase: str, state: dict[str, Any]) -> None:
@@ -723,18 +728,21 @@ async def _lifespan(app: Any, phase: str, state: dict[str, Any]) -> None:
 
 
 async def serve(app: Any, sock: socket.socket, *, keepalive_timeout: int = 5, header_timeout: int = 10,
-                stall_timeout: int = 30, shutdown_timeout: float = 30.0, stop: asyncio.Event | None = None,
+                stall_timeout: int = 30, max_url: int = MAX_URL, max_head: int = MAX_HEAD,
+                max_headers: int = MAX_HEADERS, shutdown_timeout: float = 30.0, stop: asyncio.Event | None = None,
                 started: Callable[[], None] | None = None) -> None:
     """Serve `app` on a listening socket until `stop` is set (or SIGTERM/SIGINT when `stop` is None).
 
     Timeouts in seconds (checked once a second): `keepalive_timeout` idle between requests,
     `header_timeout` to send a whole request head, `stall_timeout` without a byte of a request
-    body the app waits for, or without the client taking a byte of its answer.
+    body the app waits for, or without the client taking a byte of its answer. Heads are bounded:
+    a request target longer than `max_url` bytes is answered 414; header (or trailer) fields
+    over `max_head` bytes in all, or more than `max_headers` of them, 431.
     """
     loop = asyncio.get_running_loop()
     lifespan: dict[str, Any] = {}
     await _lifespan(app, "startup", lifespan)
-    server_state = _Server(app, loop)
+    server_state = _Server(app, loop, max_url, max_head, max_headers)
     server = await loop.create_server(lambda: _Connection(server_state), sock=sock, backlog=2048)
     if stop is None:
         stop = asyncio.Event()
@@ -775,18 +783,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(app_factory: Callable[[], Any], host: str, port: int, *, workers: int = 1, keepalive_timeout: int = 5,
-        header_timeout: int = 10, stall_timeout: int = 30) -> None:
+def run(app_factory: Callable[[], Any], host: str, port: int, *, workers: int = 1, **options: Any) -> None:
     """Serve in this process (workers=1) or in `workers` forked processes accepting from one socket.
 
-    The timeouts are `serve`'s.
+    `options` are `serve`'s timeouts and limits.
     """
     import uvloop
 
     sock = bind(host, port)
     if workers <= 1:
-        uvloop.run(serve(app_factory(), sock, keepalive_timeout=keepalive_timeout, header_timeout=header_timeout,
-                         stall_timeout=stall_timeout))
+        uvloop.run(serve(app_factory(), sock, **options))
         return
     children: dict[int, int] = {}  # pid -> worker number
     stopping = False
@@ -798,8 +804,7 @@ def run(app_factory: Callable[[], Any], host: str, port: int, *, workers: int = 
                 signal.signal(signum, signal.SIG_DFL)
             code = 0
             try:
-                uvloop.run(serve(app_factory(), sock, keepalive_timeout=keepalive_timeout,
-                                 header_timeout=header_timeout, stall_timeout=stall_timeout))
+                uvloop.run(serve(app_factory(), sock, **options))
             except BaseException:  # noqa: BLE001 - report and leave with a failure code
                 log.exception("gateway worker %d failed", number)
                 code = 1

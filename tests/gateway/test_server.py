@@ -415,6 +415,19 @@ async def test_heads_are_bounded_431_414_and_closed() -> None:
         assert status == 200 and len(json.loads(body)["headers"]) == 92
     assert app.calls == ["/echo", "/echo"]  # the request with too many trailers, and the last one
 
+    # The bounds are the server's options: what passed above is refused under tighter ones, and the reverse.
+    close = b"GET /echo%b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n%b\r\n"
+    async with running(app, max_url=1024, max_head=2048, max_headers=10) as (port, _):
+        eight = b"".join(b"X-%d: 1\r\n" % n for n in range(8))
+        assert (await exchange(port, close % (b"", eight)))[0] == 200  # 10 fields with Host and Connection
+        assert (await exchange(port, close % (b"", eight + b"X-9: 1\r\n")))[::3] == (431, True)
+        assert (await exchange(port, close % (b"", b"X: %b\r\n" % (b"v" * 2100))))[::3] == (431, True)
+        assert (await exchange(port, close % (b"?" + b"q" * 1100, b"")))[::3] == (414, True)
+    async with running(app, max_url=64 * 1024, max_head=128 * 1024, max_headers=300) as (port, _):
+        assert (await exchange(port, close % (b"?" + b"q" * http_server.MAX_URL, b"")))[0] == 200
+        assert (await exchange(port, close % (b"", many)))[0] == 200
+        assert (await exchange(port, close % (b"", large)))[0] == 200
+
 
 async def test_slow_clients_are_cut_off() -> None:
     app = Counting()
@@ -536,10 +549,11 @@ async def test_answers_the_app_frames_wrongly_never_desynchronise_the_connection
 
 
 async def test_the_gateway_command_takes_its_server_timeouts_from_settings(fresh_database_url: str) -> None:
-    """`accord gateway` passes ACCORD_GATEWAY_*_TIMEOUT to its server (here: idle keep-alive 1 s, not 5)."""
+    """`accord gateway` passes ACCORD_GATEWAY_*_TIMEOUT and _MAX_* to its server (here: idle keep-alive
+    1 s, not 5; at most 10 header fields, not 100)."""
     port = free_port()
     env = {**os.environ, "ACCORD_DATABASE_URL": fresh_database_url, "ACCORD_SECRET_KEY": TEST_SECRET,
-           "ACCORD_GATEWAY_KEEPALIVE_TIMEOUT": "1"}
+           "ACCORD_GATEWAY_KEEPALIVE_TIMEOUT": "1", "ACCORD_GATEWAY_MAX_HEADERS": "10"}
     gateway = subprocess.Popen([sys.executable, "-m", "accord.cli", "gateway", "--port", str(port)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -555,6 +569,8 @@ async def test_the_gateway_command_takes_its_server_timeouts_from_settings(fresh
         assert (await read_answer(reader))[0] in (200, 503)
         assert await asyncio.wait_for(reader.read(), 3.5) == b""  # closed after ~1–2 s idle
         writer.close()
+        eleven = b"".join(b"X-%d: 1\r\n" % n for n in range(10))
+        assert (await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n" + eleven + b"\r\n"))[0] == 431
     finally:
         gateway.terminate()
         gateway.wait(timeout=20)
