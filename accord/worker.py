@@ -69,9 +69,15 @@ def _onboarding(settings: Settings) -> Dispatcher:
     return OnboardingSweeper(settings)
 
 
+def _retention(settings: Settings) -> Dispatcher:
+    from accord.events.retention import RetentionSweeper
+
+    return RetentionSweeper(settings)
+
+
 # Every dispatcher the worker runs, in one place.
 DISPATCHERS: list[DispatcherFactory] = [_webhooks, _notifications, _credential_expiry, _agreement_deadlines,
-                                        _onboarding]
+                                        _onboarding, _retention]
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event,

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     email_max_attempts: int = 10  # then the message is marked failed
     email_retry_base_seconds: float = 180.0  # doubles each attempt: 3 min, 6, 12 … about 18 h over 10 attempts
     email_retry_max_seconds: float = 6 * 3600.0
+    # Events, webhook deliveries (with their attempts) and emails are deleted this long after they are
+    # done with (accord.events.retention); audit entries and usage counts are kept.
+    retention_days: int = Field(default=30, ge=1)
     # Onboarding (accord.onboarding): when a live partner counts as active, inactive, churned.
     onboarding_active_after_days: int = Field(default=7, ge=1)  # production calls this long after the first
     inactive_after_days: int = Field(default=30, ge=1)  # no admitted call for this long after being live

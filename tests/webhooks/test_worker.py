@@ -54,11 +54,13 @@ async def test_run_worker_polls_each_dispatcher_until_stopped_then_closes_it(set
 def test_the_worker_runs_every_dispatcher(settings: Settings) -> None:
     from accord.agreements.jobs import DeadlineNotifier
     from accord.apps.expiry import ExpiryNotifier
+    from accord.events.retention import RetentionSweeper
     from accord.notifications.dispatcher import NotificationDispatcher
     from accord.onboarding.sweeper import OnboardingSweeper
 
     assert [type(factory(settings)) for factory in DISPATCHERS] == [
-        WebhookDispatcher, NotificationDispatcher, ExpiryNotifier, DeadlineNotifier, OnboardingSweeper]
+        WebhookDispatcher, NotificationDispatcher, ExpiryNotifier, DeadlineNotifier, OnboardingSweeper,
+        RetentionSweeper]
 
 
 async def test_stopping_the_loop_finishes_and_records_the_attempts_in_flight(fresh_database_url: str) -> None:
