@@ -61,6 +61,7 @@ class ProblemError(Exception):
     detail: str | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
     status: int | None = None
+    headers: dict[str, str] | None = None  # sent with the answer (Retry-After, …)
 
     def to_problem(self) -> dict[str, Any]:
         status, title, _ = PROBLEM_TYPES[self.slug]
@@ -115,8 +116,8 @@ _STATUS_SLUGS = {400: "bad-request", 401: "unauthenticated", 403: "forbidden", 4
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.slug == "unauthenticated" else None
-        return problem_response(exc, headers)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.slug == "unauthenticated" else {}
+        return problem_response(exc, {**headers, **(exc.headers or {})} or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,11 +10,10 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from accord.auth.deps import AdminDep, OwnerDep, SessionTokenDep, UserDep
 from accord.core.deps import SessionDep, SettingsDep
-from accord.core.errors import READ_PROBLEMS, WRITE_PROBLEMS, ProblemError, problem_response, problem_responses
+from accord.core.errors import READ_PROBLEMS, WRITE_PROBLEMS, ProblemError, problem_responses
 from accord.core.pagination import Page, PageDep, read_page
 from accord.core.security import keyed_hash
 from accord.users import email_flows, service, throttle
@@ -53,24 +52,20 @@ async def signup(session: SessionDep, settings: SettingsDep, data: SignupRequest
 
 
 @partner_router.post("/auth/login", summary="Sign in with email and password (returns a session token)",
-                     response_model=SessionCreated, responses=problem_responses(401, 422, 429))
-async def login(session: SessionDep, settings: SettingsDep, request: Request,
-                data: LoginRequest) -> SessionCreated | JSONResponse:
+                     responses=problem_responses(401, 422, 429))
+async def login(session: SessionDep, settings: SettingsDep, request: Request, data: LoginRequest) -> SessionCreated:
     """An unknown email, a wrong password and a deactivated account all answer the same 401.
 
     Too many failures for one account from one address, or from one address over all accounts,
     answer 429 `too-many-attempts` with `Retry-After` until the oldest of them is older than the
     window (15 minutes by default); a password reset ends the wait for its account."""
     address = request.client.host if request.client else ""
-    wait = await throttle.retry_after(session, settings, data.email, address)
+    # Counted (and committed) as a failure before the password is checked; forgotten below on success.
+    wait = await throttle.begin_try(request.app.state.session_factory, settings, data.email, address)
     if wait is not None:
-        return problem_response(ProblemError("too-many-attempts", f"Too many failed sign-ins: try again in "
-                                             f"{wait} seconds, or reset your password."), {"Retry-After": str(wait)})
-    try:
-        user, row, token = await service.login(session, settings, data.email, data.password)
-    except ProblemError as refused:
-        await throttle.record_failure(session, settings, data.email, address)
-        return problem_response(refused)  # answered, not raised: the request's transaction keeps the failure
+        raise ProblemError("too-many-attempts", f"Too many failed sign-ins: try again in {wait} seconds, or "
+                                                "reset your password.", headers={"Retry-After": str(wait)})
+    user, row, token = await service.login(session, settings, data.email, data.password)
     await throttle.forget(session, settings, data.email, address)
     return SessionCreated(token=token, expires_at=row.expires_at, user=await service.me_view(session, user))
 

@@ -1,6 +1,7 @@
 """Sign-in throttling over real HTTP: failures per account and address, per address, and the ways out."""
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import httpx
@@ -10,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accord.core.clock import clock, utcnow
 from accord.core.config import Settings
 from accord.users.models import LoginFailure
+from tests.conftest import TEST_SECRET
 from tests.factories import PASSWORD, Factory
-from tests.notifications.harness import mailed_token
+from tests.gateway.harness import committed
+from tests.notifications.harness import accord_api, database, mailed_token
 
 WRONG = "not the password at all"
 
@@ -100,3 +103,17 @@ async def test_a_password_reset_ends_the_wait_and_no_email_is_stored(
     confirmed = await anon.post("/api/auth/password-reset/confirm", json={"token": token, "password": new_password})
     assert confirmed.status_code == 204, confirmed.text
     assert (await _login(anon, "eve@example.com", new_password)).status_code == 200
+
+
+async def test_tries_sent_together_check_no_more_passwords_than_allowed(fresh_database_url: str) -> None:
+    """Each try is counted before its password is checked, so a burst cannot slip past the count."""
+    await committed(fresh_database_url, lambda factory, _: factory.user("fay@example.com"))
+    settings = Settings(database_url=fresh_database_url, secret_key=TEST_SECRET)
+    allowed = settings.login_failures_per_account
+    async with accord_api(settings) as api:
+        answers = await asyncio.gather(*(_login(api, "fay@example.com", WRONG) for _ in range(3 * allowed)))
+        statuses = [a.status_code for a in answers]
+        # Tries that count together may all be refused (each sees the others), never all let through.
+        assert set(statuses) <= {401, 429} and statuses.count(401) <= allowed, statuses
+    async with database(fresh_database_url) as session:  # the checked tries are kept, the refused ones not
+        assert await session.scalar(select(func.count()).select_from(LoginFailure)) == statuses.count(401)
