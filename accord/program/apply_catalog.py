@@ -162,29 +162,34 @@ def _api_update(fields: list[FieldChange]) -> ApiUpdate:
     return ApiUpdate(**values)
 
 
-async def _park_route_holders(ctx: Context, spec: ProgramSpec, current: dict[str, Api]) -> None:
+async def _park_route_holders(ctx: Context, spec: ProgramSpec, current: dict[str, Api]) -> set[str]:
     """Move APIs off routes (host name, path prefix) the file gives to other APIs, when they move too (or go).
 
     A route is unique, so without this two APIs could not swap routes in one apply. The
-    parking prefix is the API's own id, which no other API can hold.
+    parking prefix is the API's own id, which no other API can hold. Returns the slugs parked.
     """
     by_route = {(a.hostname, a.path_prefix): a for a in current.values()}
     in_file = {a.slug for a in spec.apis}
-    for api in spec.apis:
+    parked: set[str] = set()
+    for i, api in enumerate(spec.apis):
         holder = by_route.get((api.hostname, api.path_prefix))
         if holder is None or holder.slug == api.slug:
             continue
         if holder.slug not in in_file and not ctx.prune:
             continue  # it stays where it is: the create/update below reports the clash on this API's route
         del by_route[(holder.hostname, holder.path_prefix)]
-        await catalog.update_api(ctx.session, ctx.actor, holder.id, ApiUpdate(path_prefix=f"/.parked/{holder.id}"))
+        with ctx.at(f"apis[{i}]"):
+            await catalog.update_api(ctx.session, ctx.actor, holder.id,
+                                     ApiUpdate(path_prefix=f"/.parked/{holder.id}"))
+        parked.add(holder.slug)
+    return parked
 
 
 async def apply_apis(ctx: Context, spec: ProgramSpec) -> None:
     current = {a.slug: a for a in await ctx.session.scalars(select(Api))}
     # The diff is taken before any API is parked, so it shows the real old routes.
     changes = {a.slug: diff(_api_fields(current[a.slug]), _api_desired(a)) for a in spec.apis if a.slug in current}
-    await _park_route_holders(ctx, spec, current)
+    parked = await _park_route_holders(ctx, spec, current)
     for i, api in enumerate(spec.apis):
         path = f"apis[{i}]"
         row = current.get(api.slug)
@@ -199,11 +204,13 @@ async def apply_apis(ctx: Context, spec: ProgramSpec) -> None:
                     credential_name=api.credential_name, openapi=api.openapi))
             ctx.record(CREATE, "api", api.slug)
         else:
-            # A parked API is always one whose route changes, so its diff moves it off the parking prefix.
             fields = changes[api.slug]
+            update = _api_update(fields)
+            if api.slug in parked:  # back from the parking prefix, also when only its host name changes
+                update.path_prefix = api.path_prefix
             if fields:
                 with ctx.at(path, rename):
-                    await catalog.update_api(ctx.session, ctx.actor, row.id, _api_update(fields))
+                    await catalog.update_api(ctx.session, ctx.actor, row.id, update)
                 ctx.record(UPDATE, "api", api.slug, fields)
         await _apply_metrics(ctx, api, row.id, path)
         await _apply_rules(ctx, api, row.id, path)

@@ -158,7 +158,7 @@ async def test_signing_up_sends_a_verification_email(anon: httpx.AsyncClient, se
     assert user.email_verified_at is not None
 
 
-async def test_no_answer_or_audit_entry_carries_amailed_token(anon: httpx.AsyncClient, admin: httpx.AsyncClient,
+async def test_no_answer_or_audit_entry_carries_a_mailed_token(anon: httpx.AsyncClient, admin: httpx.AsyncClient,
                                                                factory, session) -> None:
     user = await factory.user("gil@example.com")
     requested = await anon.post("/api/auth/verify-email/request", headers=bearer(await factory.session_token(user)))

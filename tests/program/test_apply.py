@@ -250,9 +250,15 @@ async def test_apis_can_swap_path_prefixes_and_host_names(session: AsyncSession,
     routes = {a.slug: (a.path_prefix, a.hostname) for a in await session.scalars(select(Api))}
     assert routes == {"a": ("/two", "y.example"), "b": ("/one", "x.example"), "c": ("/three", "")}
 
+    # Only the host names swap: the prefixes stay, and both APIs come back off the parking prefix.
+    hosts = await apply(session, settings, program(("/two", "x.example"), ("/two", "y.example"), ("/three", "")))
+    assert changed_fields(hosts, "~ update api a") == {"hostname": ("y.example", "x.example")}
+    routes = {a.slug: (a.path_prefix, a.hostname) for a in await session.scalars(select(Api))}
+    assert routes == {"a": ("/two", "x.example"), "b": ("/two", "y.example"), "c": ("/three", "")}
+
     # With --prune an API the file drops gives up its route to one the file moves onto it.
     moved = await apply(session, settings, program(("/three", ""), ("/one", "x.example")), prune=True)
-    assert summaries(moved) == ["~ update api a", "- delete api c"]
+    assert summaries(moved) == ["~ update api a", "~ update api b", "- delete api c"]
     routes = {a.slug: (a.path_prefix, a.hostname) for a in await session.scalars(select(Api))}
     assert routes == {"a": ("/three", ""), "b": ("/one", "x.example")}
 
