@@ -31,8 +31,8 @@ PROBLEM_TYPES: dict[str, tuple[int, str, str]] = {
     "conflict": (409, "Conflict", "The change conflicts with existing data (a duplicate slug, a state that forbids it)."),
     "invalid-state": (409, "Invalid state", "The resource's current state does not allow this transition."),
     "validation-error": (422, "Validation error", "One or more fields are invalid; see `errors`."),
-    "too-many-attempts": (429, "Too many attempts", "Too many failed sign-ins; wait for `Retry-After` seconds "
-                          "or reset the password."),
+    "too-many-attempts": (429, "Too many attempts", "Too many failed sign-ins for the account or from the address; "
+                          "wait `Retry-After` seconds (a password reset ends the account's wait)."),
     "internal-error": (500, "Internal error", "An unexpected error; it has been logged."),
 }
 

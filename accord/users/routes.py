@@ -59,12 +59,14 @@ async def login(session: SessionDep, settings: SettingsDep, request: Request, da
     Too many failures for one account from one address, or from one address over all accounts,
     answer 429 `too-many-attempts` with `Retry-After` until the oldest of them is older than the
     window (15 minutes by default); a password reset ends the wait for its account."""
-    address = request.client.host if request.client else ""
+    address = throttle.client_address(request.client.host if request.client else None)
     # Counted (and committed) as a failure before the password is checked; forgotten below on success.
-    wait = await throttle.begin_try(request.app.state.session_factory, settings, data.email, address)
-    if wait is not None:
-        raise ProblemError("too-many-attempts", f"Too many failed sign-ins: try again in {wait} seconds, or "
-                                                "reset your password.", headers={"Retry-After": str(wait)})
+    refused = await throttle.begin_try(request.app.state.session_factory, settings, data.email, address)
+    if refused is not None:
+        why, way_out = (("for this account", ", or reset your password") if refused.by_account
+                        else ("from your network address", ""))
+        raise ProblemError("too-many-attempts", f"Too many failed sign-ins {why}: try again in {refused.seconds} "
+                                                f"seconds{way_out}.", headers={"Retry-After": str(refused.seconds)})
     user, row, token = await service.login(session, settings, data.email, data.password)
     await throttle.forget(session, settings, data.email, address)
     return SessionCreated(token=token, expires_at=row.expires_at, user=await service.me_view(session, user))

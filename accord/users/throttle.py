@@ -18,9 +18,11 @@ Failures older than the window are deleted as new ones are written (and by the r
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, func, select
@@ -35,6 +37,30 @@ from accord.users.models import LoginFailure
 log = logging.getLogger("accord.users.throttle")
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A try refused: the whole seconds to wait, and whether its account's own failures refused it
+    (a password reset then helps) rather than its address's (only waiting does)."""
+
+    seconds: int
+    by_account: bool
+
+
+def client_address(host: str | None) -> str:
+    """The address the rules count by: an IPv4 address, or an IPv6 address's /64 (one subscriber
+    usually has a whole /64 and could otherwise take a fresh count with every address in it).
+    Anything else (no client, a Unix socket, an unparsable proxy header) counts as "", one bucket."""
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return ""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 def _account_key(settings: Settings, email: str) -> str:
     # Keyed like the users' email lookup (trimmed, lower-case), so 'Ann@…' and 'ann@…' are one account.
     return keyed_hash("login:" + email.strip().lower(), settings.secret_key)
@@ -47,11 +73,11 @@ def _rules(settings: Settings, email: str, address: str) -> list[tuple[ColumnEle
 
 
 async def begin_try(factory: async_sessionmaker[AsyncSession], settings: Settings, email: str,
-                    address: str) -> int | None:
+                    address: str) -> Refusal | None:
     """Count a sign-in try as a failure before its password is checked (see the module's text).
 
-    Runs its own two short transactions. None: go on and check the password (a success then
-    calls `forget`); otherwise the whole seconds to wait, and the try is not kept.
+    `address` is a `client_address`. Runs its own two short transactions. None: go on and check
+    the password (a success then calls `forget`); otherwise why and how long, and the try is not kept.
     """
     now = utcnow()
     window = timedelta(seconds=settings.login_failure_window_seconds)
@@ -67,9 +93,12 @@ async def begin_try(factory: async_sessionmaker[AsyncSession], settings: Setting
         if all(count <= allowed for count, (_, allowed) in zip(counts, rules)):
             return None
         await session.execute(delete(LoginFailure).where(LoginFailure.id == attempt.id))
-        wait = max([await _wait(session, condition, allowed, now, window) for condition, allowed in rules])
-    log.warning("sign-in refused from %s for %d s: too many failures", address or "an unknown address", wait)
-    return wait
+        # At least a second: a sign-in that succeeds meanwhile may have forgotten the failures counted.
+        wait = max([1] + [await _wait(session, condition, allowed, now, window) for condition, allowed in rules])
+    by_account = counts[0] > rules[0][1]
+    log.warning("sign-in refused from %s for %d s: too many failures %s", address or "an unknown address", wait,
+                "for one account" if by_account else "from the address")
+    return Refusal(wait, by_account)
 
 
 async def _wait(session: AsyncSession, condition: ColumnElement[bool], allowed: int, now: datetime,

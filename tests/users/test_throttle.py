@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accord.core.clock import clock, utcnow
 from accord.core.config import Settings
+from accord.core.security import keyed_hash
 from accord.users.models import LoginFailure
+from accord.users.throttle import client_address
 from tests.conftest import TEST_SECRET
 from tests.factories import PASSWORD, Factory
 from tests.gateway.harness import committed
@@ -40,7 +42,9 @@ async def test_an_account_failing_from_one_address_waits_out_the_window(
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.json()["type"] == "/problems/too-many-attempts"
         wait = settings.login_failure_window_seconds - 60
-        assert refused.headers["retry-after"] == str(wait) and str(wait) in refused.json()["detail"]
+        assert refused.headers["retry-after"] == str(wait)
+        assert refused.json()["detail"] == (f"Too many failed sign-ins for this account: try again in {wait} "
+                                            "seconds, or reset your password.")
         assert (await _login(anon, "bob@example.com", PASSWORD)).status_code == 200  # another account: not held
 
         clock.freeze(start + timedelta(seconds=settings.login_failure_window_seconds - 1))
@@ -82,6 +86,8 @@ async def test_an_address_failing_over_many_accounts_is_refused(anon: httpx.Asyn
     assert (await _login(anon, "nobody@example.com", WRONG)).status_code == 401
     refused = await _login(anon, "dee@example.com", PASSWORD)
     assert refused.status_code == 429 and refused.json()["type"] == "/problems/too-many-attempts"
+    assert "from your network address" in refused.json()["detail"]
+    assert "reset" not in refused.json()["detail"]  # a reset does not end an address's wait
     # The failure written last cleared the one from this address older than the window.
     stored = await session.scalar(select(func.count()).select_from(LoginFailure))
     assert stored == settings.login_failures_per_address + 1  # this address's in the window, and the other's
@@ -95,7 +101,8 @@ async def test_a_password_reset_ends_the_wait_and_no_email_is_stored(
     assert (await _login(anon, "eve@example.com", PASSWORD)).status_code == 429
     rows = (await session.scalars(select(LoginFailure))).all()
     assert len(rows) == settings.login_failures_per_account
-    assert all("eve" not in row.account_key for row in rows) and {row.address for row in rows} == {"127.0.0.1"}
+    assert {row.account_key for row in rows} == {keyed_hash("login:eve@example.com", settings.secret_key)}
+    assert {row.address for row in rows} == {"127.0.0.1"}
 
     assert (await anon.post("/api/auth/password-reset/request", json={"email": "eve@example.com"})).status_code == 202
     token = await mailed_token(session, "eve@example.com", "reset")
@@ -117,3 +124,11 @@ async def test_tries_sent_together_check_no_more_passwords_than_allowed(fresh_da
         assert set(statuses) <= {401, 429} and statuses.count(401) <= allowed, statuses
     async with database(fresh_database_url) as session:  # the checked tries are kept, the refused ones not
         assert await session.scalar(select(func.count()).select_from(LoginFailure)) == statuses.count(401)
+
+
+def test_addresses_are_counted_by_ipv4_address_or_ipv6_64() -> None:
+    assert client_address("192.0.2.7") == "192.0.2.7"
+    assert client_address("::ffff:192.0.2.7") == "192.0.2.7"
+    assert client_address("2001:db8:1:2:aaaa::1") == client_address("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert client_address("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert client_address(None) == client_address("") == client_address("not-an-address" * 10) == ""
