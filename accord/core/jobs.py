@@ -10,8 +10,9 @@ from accord.core.db import create_engine, session_factory, session_scope
 class PeriodicJob:
     """A worker dispatcher whose pass is `run(session) -> how much it did`, committed when it returns.
 
-    Subclasses set `job` (a staticmethod) and, if a minute is not right, `poll_interval`. (Not `run`:
-    the worker takes a dispatcher's `run(stop)` for a loop of its own.)
+    Subclasses set `job` — a staticmethod taking the session, or a method when the job needs
+    `self.settings` — and, if a minute is not right, `poll_interval`. (Not `run`: the worker takes a
+    dispatcher's `run(stop)` for a loop of its own.)
     """
 
     poll_interval = 60.0
@@ -20,8 +21,7 @@ class PeriodicJob:
         self.settings = settings
         self._engine: AsyncEngine | None = None
 
-    @staticmethod
-    async def job(session: AsyncSession) -> int:
+    async def job(self, session: AsyncSession) -> int:
         raise NotImplementedError
 
     async def start(self) -> None:

@@ -24,7 +24,7 @@ from accord.core.config import Settings
 from accord.core.jobs import PeriodicJob
 from accord.events.models import Event
 from accord.notifications.models import EmailMessage, EmailStatus
-from accord.users.models import LoginFailure
+from accord.users import throttle
 from accord.webhooks.models import WebhookAttempt, WebhookDelivery
 
 log = logging.getLogger("accord.events.retention")
@@ -56,13 +56,12 @@ async def purge(session: AsyncSession, settings: Settings) -> int:
     if events:
         await session.execute(delete(Event).where(Event.seq.in_(events)))
 
-    failures = (await session.execute(delete(LoginFailure).where(
-        LoginFailure.failed_at <= now - timedelta(seconds=settings.login_failure_window_seconds)))).rowcount
+    failures = await throttle.prune(session, settings, now)
 
-    removed = len(deliveries) + len(emails) + len(events) + (failures or 0)
+    removed = len(deliveries) + len(emails) + len(events) + failures
     if removed:
         log.info("retention: deleted %d webhook deliveries, %d emails, %d events, %d sign-in failures",
-                 len(deliveries), len(emails), len(events), failures or 0)
+                 len(deliveries), len(emails), len(events), failures)
     return removed
 
 
@@ -71,5 +70,5 @@ class RetentionSweeper(PeriodicJob):
 
     poll_interval = 3600.0
 
-    async def job(self, session: AsyncSession) -> int:  # type: ignore[override]
+    async def job(self, session: AsyncSession) -> int:
         return await purge(session, self.settings)

@@ -84,7 +84,7 @@ async def begin_try(factory: async_sessionmaker[AsyncSession], settings: Setting
     attempt = LoginFailure(id=uuid.uuid4(), account_key=_account_key(settings, email), address=address,
                            failed_at=now)
     async with session_scope(factory) as session:
-        await session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= now - window))
+        await prune(session, settings, now)
         session.add(attempt)
     async with session_scope(factory) as session:
         rules = _rules(settings, email, address)
@@ -108,6 +108,13 @@ async def _wait(session: AsyncSession, condition: ColumnElement[bool], allowed: 
         select(LoginFailure.failed_at).where(condition, LoginFailure.failed_at > now - window)
         .order_by(LoginFailure.failed_at.desc()).offset(allowed - 1).limit(1))
     return 0 if oldest_counted is None else max(1, math.ceil((oldest_counted + window - now).total_seconds()))
+
+
+async def prune(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    """Delete the failures that have left the window; how many."""
+    window = timedelta(seconds=settings.login_failure_window_seconds)
+    result = await session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= now - window))
+    return result.rowcount
 
 
 async def forget(session: AsyncSession, settings: Settings, email: str, address: str | None = None) -> None:
