@@ -54,7 +54,6 @@ class LimitCheck:
     delta: int  # units this request would consume (>= 0)
 
 
-@dataclass(slots=True)
 class LimitDecision:
     """The outcome of one request against all its checks.
 
@@ -62,18 +61,31 @@ class LimitDecision:
     this request; ties: the window that resets first); when denied, the failing
     check the client has to wait longest for (ties: the first in the list), so
     `retry_after`, `reset`, `exceeded_key` and the headers all speak of it.
+
+    A plain class, not a dataclass: one is made per request, and under mypyc a dataclass's
+    generated __init__ stays interpreted Python (bench/README.md, session 6).
     """
 
-    allowed: bool
-    limit: int
-    remaining: int  # units left in that window after this request (0 when denied)
-    reset: int  # whole seconds until that window resets (ceil); eternity: seconds until ETERNITY_END
-    period: str
-    retry_after: int | None  # when denied: seconds until the request could pass (None when allowed)
-    exceeded_key: str | None  # when denied: the key of the failing check described here
-    window: int | None = None  # the window's length in seconds (a month: 28–31 days); None for eternity
-    key: str | None = None  # the key of the check described here (allowed or denied)
-    used: tuple[int, ...] = ()  # when allowed: each check's count after this request, in the order given
+    __slots__ = ("allowed", "limit", "remaining", "reset", "period", "retry_after", "exceeded_key", "window", "key",
+                 "used")
+
+    def __init__(self, allowed: bool, limit: int, remaining: int, reset: int, period: str, retry_after: int | None,
+                 exceeded_key: str | None, window: int | None = None, key: str | None = None,
+                 used: tuple[int, ...] = ()) -> None:
+        self.allowed = allowed
+        self.limit = limit
+        self.remaining = remaining  # units left in that window after this request (0 when denied)
+        self.reset = reset  # whole seconds until that window resets (ceil); eternity: seconds until ETERNITY_END
+        self.period = period
+        self.retry_after = retry_after  # when denied: seconds until the request could pass (None when allowed)
+        self.exceeded_key = exceeded_key  # when denied: the key of the failing check described here
+        self.window = window  # the window's length in seconds (a month: 28–31 days); None for eternity
+        self.key = key  # the key of the check described here (allowed or denied)
+        self.used = used  # when allowed: each check's count after this request, in the order given
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"LimitDecision({fields})"
 
     @property
     def policy(self) -> str:

@@ -83,9 +83,6 @@ class SnapshotLoader:
         self._builder = BackgroundBuilder(database_url, server_key)
         self._task: asyncio.Task[None] | None = None
 
-    def get(self) -> Snapshot:
-        return self.current
-
     async def start(self) -> None:
         self._engine = create_engine(self._url)
         await self.refresh()

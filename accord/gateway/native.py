@@ -27,8 +27,8 @@ ROOT = PACKAGE.parent.parent
 BUILD = ROOT / "build" / "gateway-native"
 STAMP = BUILD / "SOURCES.sha256"
 # The modules a request runs through; `builder`, `loader`, `recorder` and `app` use SQLAlchemy
-# or run once, and stay plain Python.
-MODULES = ("server", "upstream", "proxy", "limits", "periods", "snapshot", "problems", "metrics")
+# or run once, and stay plain Python (the recorder's per-request half is `tally`).
+MODULES = ("server", "upstream", "proxy", "limits", "periods", "snapshot", "problems", "metrics", "tally")
 
 
 def sources_digest() -> str:

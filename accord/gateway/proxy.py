@@ -24,7 +24,10 @@ import aiohttp
 import yarl
 
 from accord.gateway import snapshot as s
-from accord.gateway.limits import LimitCheck, LimiterUnavailable, policy_item, ratelimit_item_quoted, sf_string
+from accord.gateway.limits import (LimitCheck, LimitDecision, LimiterUnavailable, MemoryLimiter, policy_item,
+                                   ratelimit_item_quoted, sf_string)
+from accord.gateway.metrics import GatewayMetrics
+from accord.gateway.tally import Tally
 from accord.gateway.problems import PROBLEM_CONTENT_TYPE, problem
 from accord.gateway.upstream import (IDEMPOTENT, Origin, UpstreamClient, UpstreamTimeout, UpstreamUnreachable,
                                      parse_origin)
@@ -46,13 +49,15 @@ _NO_CHECKS: tuple[LimitCheck, ...] = ()
 
 
 class Gateway:
-    def __init__(self, *, server_key: str, snapshot: Callable[[], s.Snapshot], limiter: Any, recorder: Any,
-                 metrics: Any, upstream_timeout: float = 30.0, connect_timeout: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, server_key: str, snapshots: Any, limiter: Any, recorder: Any,
+                 metrics: GatewayMetrics, upstream_timeout: float = 30.0, connect_timeout: float = 5.0,
+                 clock: Callable[[], float] = time.time, own_paths: frozenset[str] = frozenset()) -> None:
         self._key = server_key.encode()
-        self._snapshot = snapshot
+        self._snapshots = snapshots  # its `current` is the snapshot to serve from (accord.gateway.loader)
+        self._own_paths = own_paths  # answered by the app around the gateway (/healthz): never `direct`
         self.limiter = limiter
         self.recorder = recorder
+        self._tally: Tally = recorder.tally  # its `record` runs per request (compiled, called directly)
         self.metrics = metrics
         self._connect_timeout = connect_timeout
         self._upstream_timeout = upstream_timeout
@@ -76,7 +81,8 @@ class Gateway:
     @limiter.setter
     def limiter(self, limiter: Any) -> None:
         self._limiter = limiter
-        self._consume_now = getattr(limiter, "consume_now", None)  # in memory: decided without a coroutine
+        # In memory: decided without a coroutine (and called as compiled code calls compiled code).
+        self._memory: MemoryLimiter | None = limiter if isinstance(limiter, MemoryLimiter) else None
 
     async def start(self) -> None:
         self.upstream = UpstreamClient(connect_timeout=self._connect_timeout, read_timeout=self._upstream_timeout)
@@ -114,14 +120,16 @@ class Gateway:
         `exchange` offers `scope`, `receive`, `send`, `answer(status, headers, body)`,
         `continue_with(coroutine)` (finish on the connection's task) and `fail()`.
         """
-        consume_now = self._consume_now
-        if consume_now is None:  # limits in Redis: the decision needs a round trip
+        memory = self._memory
+        if memory is None:  # limits in Redis: the decision needs a round trip
             return False
         started = time.perf_counter()
         scope = exchange.scope
+        if scope["path"] in self._own_paths:
+            return False
         ctx = _Context(scope)
         checks = self._admit(scope, ctx)
-        if checks is not None and (not checks or self._within_limits(ctx, checks, consume_now(checks))):
+        if checks is not None and (not checks or self._within_limits(ctx, checks, memory.consume_now(checks))):
             if not self._forward_direct(exchange, ctx, started):
                 exchange.continue_with(self._recorded(self._dispatch(scope, exchange.receive, exchange.send, ctx),
                                                       ctx, started))
@@ -138,9 +146,8 @@ class Gateway:
             self._record(ctx, started)
 
     def _record(self, ctx: _Context, started: float) -> None:
-        self.recorder.record(application_id=ctx.app_id, partner_id=ctx.partner_id, api_id=ctx.api_id,
-                             environment=ctx.environment, metrics=ctx.metrics, status=ctx.status,
-                             denial=ctx.denial, latency=time.perf_counter() - started, credential_id=ctx.credential_id)
+        self._tally.record(ctx.app_id, ctx.partner_id, ctx.api_id, ctx.environment, ctx.metrics, ctx.status,
+                           ctx.denial, time.perf_counter() - started, ctx.credential_id)
         self.metrics.observe_request(ctx.api_slug, ctx.status, ctx.denial, ctx.upstream_latency)
 
     async def _recorded(self, work: Any, ctx: _Context, started: float) -> None:
@@ -155,9 +162,9 @@ class Gateway:
             return False
         if not checks:
             return True
-        consume_now = self._consume_now
+        memory = self._memory
         try:
-            decision = consume_now(checks) if consume_now is not None else await self.limiter.consume(checks)
+            decision = memory.consume_now(checks) if memory is not None else await self.limiter.consume(checks)
         except LimiterUnavailable:
             ctx.refuse(s.LIMITER_UNAVAILABLE)
             return False
@@ -165,7 +172,7 @@ class Gateway:
 
     def _admit(self, scope: dict[str, Any], ctx: _Context) -> Sequence[LimitCheck] | None:
         """Everything before the limits: the limit checks to make (empty for none), or None when refused (`ctx` says why)."""
-        snap = self._snapshot()
+        snap: s.Snapshot = self._snapshots.current
         if snap.version == 0 and not snap.apis_by_prefix:
             return ctx.refuse("snapshot-unavailable")
         if snap is not self._memo_of:  # a new snapshot: nothing worked out for the last one holds
@@ -289,7 +296,7 @@ class Gateway:
                 self._plan_memo[shape] = plan
         return plan
 
-    def _within_limits(self, ctx: _Context, checks: Sequence[LimitCheck], decision: Any) -> bool:
+    def _within_limits(self, ctx: _Context, checks: Sequence[LimitCheck], decision: LimitDecision) -> bool:
         """Keep the RateLimit headers for the answer; False (and `ctx` refused) when a limit is reached."""
         api = ctx.api
         name, policy, quoted = self._policy(api, decision)
@@ -321,7 +328,7 @@ class Gateway:
         ctx.status = status
         return status, _headers(PROBLEM_CONTENT_TYPE, body, ctx.extra), body
 
-    def _policy(self, api: s.ApiEntry, decision: Any) -> tuple[str, bytes, str]:
+    def _policy(self, api: s.ApiEntry, decision: LimitDecision) -> tuple[str, bytes, str]:
         """The decision's policy name `<metric>-<period>`, its RateLimit-Policy item and its name as an sf-string.
 
         Kept per (API, metric, period, limit, window): the same few strings would otherwise be built per request.
@@ -722,7 +729,8 @@ def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]],
     address = client[0].encode() if client else b""
     proto = b"https" if scope.get("scheme") == "https" else b"http"
     host = _header(headers, b"host")
-    hop = b"for=" + (b'"[' + address + b']"' if b":" in address else address or b"unknown") + b";proto=" + proto
+    # (find, not `in`: bytes.__contains__ first tries its argument as an int and pays for the TypeError)
+    hop = b"for=" + (b'"[' + address + b']"' if address.find(b":") >= 0 else address or b"unknown") + b";proto=" + proto
     if host and _PLAIN_HOST.fullmatch(host):  # (a URI host may hold , ; = which naive parsers split on)
         hop += b';host="' + host + b'"'
     out += [(b"x-forwarded-for", prior + b", " + address if prior else address),

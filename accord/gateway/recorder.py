@@ -1,7 +1,7 @@
 """Usage recording for the gateway: count in memory on the hot path, write in batches off it.
 
-`UsageRecorder.record` is called once per request, synchronously and without I/O: it
-adds the request to in-memory counters keyed by (partner, application, API, metric,
+`UsageRecorder.record` (`accord.gateway.tally.Tally.record`, compiled with the request path) is
+called once per request, synchronously and without I/O: it adds the request to in-memory counters keyed by (partner, application, API, metric,
 environment, minute, status class, denial). Every `flush_interval` seconds a background
 task writes everything counted so far in ONE transaction:
 
@@ -32,8 +32,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,9 +42,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accord.apps.models import Credential
 from accord.core.db import UTCDateTime, create_engine
-from accord.gateway.metrics import status_class
 from accord.events.models import Event
 from accord.events.service import new_event_id
+from accord.gateway.tally import Batch, Tally
 from accord.usage.models import FirstCall, UsageCount
 
 log = logging.getLogger("accord.gateway.recorder")
@@ -55,28 +54,6 @@ _FIRST_CALLS = FirstCall.__table__
 _CREDENTIALS = Credential.__table__
 _EVENTS = Event.__table__
 
-# A latency outside [0, one day) is a clock glitch, not a measurement: counted as 0.
-_MAX_LATENCY_SECONDS = 86_400.0
-
-# (partner id, application id, api id, metric id or None for the request row,
-#  environment, minute as epoch seconds, status class, denial reason or "")
-CounterKey = tuple[str | None, str | None, str | None, str | None, str | None, int, str, str]
-
-
-@dataclass
-class _Batch:
-    """What has been counted and not yet written."""
-
-    counters: dict[CounterKey, list[float]] = field(default_factory=dict)  # [count, units, ms sum, ms max]
-    first_calls: dict[str, tuple[float, str | None, str | None, str | None]] = field(default_factory=dict)
-    last_used: dict[str, float] = field(default_factory=dict)  # credential id -> epoch seconds
-    thresholds: list[dict[str, Any]] = field(default_factory=list)  # usage.limit_threshold event rows
-    oldest: float | None = None  # when the oldest record in here was made
-
-    def __bool__(self) -> bool:
-        return bool(self.counters or self.first_calls or self.last_used or self.thresholds)
-
-
 class UsageRecorder:
     """Counts requests in memory (`record`) and writes them in batches (`flush`, every `flush_interval`)."""
 
@@ -85,14 +62,12 @@ class UsageRecorder:
                  shutdown_timeout: float = 10.0) -> None:
         self.database_url = database_url
         self.flush_interval = flush_interval
-        self.max_pending_keys = max_pending_keys
         # How long start() waits for the database and close() for its writes: a database
         # that hangs (rather than refuses) must not hold the gateway's start or shutdown.
         self.shutdown_timeout = shutdown_timeout
         self._clock = clock
-        self._pending = _Batch()
-        self._in_flight_keys = 0  # counters taken by a flush that is writing them
-        self._apps_with_first_call: set[str] = set()
+        self.tally = Tally(clock, max_pending_keys)
+        self.record = self.tally.record  # (the gateway's call per request: compiled, see accord.gateway.tally)
         self._engine: AsyncEngine | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -100,58 +75,18 @@ class UsageRecorder:
         # For /metrics and operators.
         self.flush_lag_seconds = 0.0  # age of the oldest unflushed record at the last flush (attempt)
         self.flush_failures = 0
-        self.dropped_increments = 0
 
     @property
     def pending_keys(self) -> int:
-        return len(self._pending.counters) + self._in_flight_keys
+        return self.tally.pending_keys
 
-    # --- hot path ---------------------------------------------------------
+    @property
+    def dropped_increments(self) -> int:
+        return self.tally.dropped_increments
 
-    def record(self, *, application_id: str | None, partner_id: str | None, api_id: str | None,
-               environment: str | None, metrics: Sequence[tuple[str, int]], status: int, denial: str | None,
-               latency: float, credential_id: str | None = None) -> None:
-        """Count one request. `metrics` are the (metric id, delta) of the matched rules; () if none matched."""
-        now = self._clock()
-        pending = self._pending
-        if pending.oldest is None:
-            pending.oldest = now
-        minute = int(now // 60) * 60
-        klass = status_class(status)
-        reason = denial or ""
-        latency_ms = latency * 1000.0 if 0.0 <= latency < _MAX_LATENCY_SECONDS else 0.0
-
-        self._count((partner_id, application_id, api_id, None, environment, minute, klass, reason), 0, latency_ms)
-        if metrics:
-            if len(metrics) > 1:  # two rules may map to one metric: one request, deltas added
-                merged: dict[str, int] = {}
-                for metric_id, delta in metrics:
-                    merged[metric_id] = merged.get(metric_id, 0) + delta
-                metrics = tuple(merged.items())
-            for metric_id, delta in metrics:
-                self._count((partner_id, application_id, api_id, metric_id, environment, minute, klass, reason),
-                            delta, latency_ms)
-
-        if credential_id is not None and now > pending.last_used.get(credential_id, 0.0):
-            pending.last_used[credential_id] = now
-        if (application_id is not None and not reason and 200 <= status < 400
-                and application_id not in self._apps_with_first_call):
-            self._apps_with_first_call.add(application_id)
-            pending.first_calls[application_id] = (now, partner_id, api_id, environment)
-
-    def _count(self, key: CounterKey, units: int, latency_ms: float) -> None:
-        counter = self._pending.counters.get(key)
-        if counter is None:
-            if len(self._pending.counters) + self._in_flight_keys >= self.max_pending_keys:
-                self.dropped_increments += 1
-                return
-            self._pending.counters[key] = [1, units, latency_ms, latency_ms]
-            return
-        counter[0] += 1
-        counter[1] += units
-        counter[2] += latency_ms
-        if latency_ms > counter[3]:
-            counter[3] = latency_ms
+    @property
+    def max_pending_keys(self) -> int:
+        return self.tally.max_pending_keys
 
     # --- lifecycle --------------------------------------------------------
 
@@ -161,10 +96,7 @@ class UsageRecorder:
         now = self._clock()
         data = {"object": {"application_id": application_id, "api_id": api_id, "metric": metric, "period": period,
                            "limit": limit, "percent": percent}}
-        self._pending.thresholds.append(_event_row("usage.limit_threshold", partner_id, "applications",
-                                                   application_id, data, now))
-        if self._pending.oldest is None:
-            self._pending.oldest = now
+        self.tally.note(_event_row("usage.limit_threshold", partner_id, "applications", application_id, data, now), now)
 
     async def start(self) -> None:
         """Open the database and start flushing every `flush_interval` seconds."""
@@ -196,9 +128,9 @@ class UsageRecorder:
                     await asyncio.wait_for(self.flush(), timeout=self.shutdown_timeout)
                 except TimeoutError:
                     pass
-            if self._pending:
+            if self.tally.pending:
                 log.error("shutting down with %d usage counters unwritten (database unavailable); they are lost",
-                          len(self._pending.counters))
+                          len(self.tally.pending.counters))
             await self._engine.dispose()
             self._engine = None
 
@@ -206,7 +138,7 @@ class UsageRecorder:
         assert self._engine is not None
         async with self._engine.connect() as conn:
             ids = (await conn.execute(select(_FIRST_CALLS.c.application_id))).scalars().all()
-        self._apps_with_first_call.update(str(app_id) for app_id in ids)
+        self.tally.apps_with_first_call.update(str(app_id) for app_id in ids)
 
     async def _flush_every_interval(self) -> None:
         while True:
@@ -229,47 +161,25 @@ class UsageRecorder:
         if self._engine is None:
             raise RuntimeError("UsageRecorder.start() must be awaited before flush()")
         async with self._flush_lock:
-            batch, self._pending = self._pending, _Batch()
+            batch = self.tally.take()
             self.flush_lag_seconds = self._clock() - batch.oldest if batch.oldest is not None else 0.0
             if not batch:
+                self.tally.written()
                 return
-            self._in_flight_keys = len(batch.counters)
             try:
                 await self._write(batch)
             except Exception as exc:  # noqa: BLE001 - any failure: keep the counts, retry next time
-                self._put_back(batch)
+                self.tally.put_back(batch)
                 self.flush_failures += 1
                 log.warning("usage flush failed (%d counters kept for the next attempt): %s",
                             len(batch.counters), exc)
             except BaseException:  # cancelled: the transaction was rolled back, so keep the counts
-                self._put_back(batch)
+                self.tally.put_back(batch)
                 raise
             finally:
-                self._in_flight_keys = 0
+                self.tally.written()
 
-    def _put_back(self, batch: _Batch) -> None:
-        pending = self._pending
-        for key, (count, units, ms_sum, ms_max) in batch.counters.items():
-            counter = pending.counters.get(key)
-            if counter is None:
-                pending.counters[key] = [count, units, ms_sum, ms_max]
-            else:
-                counter[0] += count
-                counter[1] += units
-                counter[2] += ms_sum
-                counter[3] = max(counter[3], ms_max)
-        for app_id, first in batch.first_calls.items():
-            newer = pending.first_calls.get(app_id)
-            if newer is None or first[0] < newer[0]:
-                pending.first_calls[app_id] = first
-        for credential_id, seen in batch.last_used.items():
-            if seen > pending.last_used.get(credential_id, 0.0):
-                pending.last_used[credential_id] = seen
-        pending.thresholds[:0] = batch.thresholds
-        if batch.oldest is not None and (pending.oldest is None or batch.oldest < pending.oldest):
-            pending.oldest = batch.oldest
-
-    async def _write(self, batch: _Batch) -> None:
+    async def _write(self, batch: Batch) -> None:
         usage_rows = self._usage_rows(batch)
         first_call_rows = self._first_call_rows(batch)
         last_used_rows = self._last_used_rows(batch)
@@ -323,7 +233,7 @@ class UsageRecorder:
     # written — a malformed id — is dropped from the batch with an error logged, so one
     # bad record cannot block every later flush.
 
-    def _usage_rows(self, batch: _Batch) -> list[dict[str, Any]]:
+    def _usage_rows(self, batch: Batch) -> list[dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
         for key, (count, units, ms_sum, ms_max) in list(batch.counters.items()):
             partner, app, api, metric, environment, minute, klass, denial = key
@@ -332,7 +242,7 @@ class UsageRecorder:
             except ValueError:
                 log.error("usage with a malformed id is dropped: %r", key)
                 del batch.counters[key]
-                self.dropped_increments += int(count)
+                self.tally.dropped_increments += int(count)
                 continue
             environment = _text(environment, 32) or None
             denial = _text(denial, 64)
@@ -352,7 +262,7 @@ class UsageRecorder:
             }
         return list(rows.values())
 
-    def _first_call_rows(self, batch: _Batch) -> list[dict[str, Any]]:
+    def _first_call_rows(self, batch: Batch) -> list[dict[str, Any]]:
         rows = []
         for app_id, (at, partner, api, environment) in list(batch.first_calls.items()):
             try:
@@ -364,7 +274,7 @@ class UsageRecorder:
                 del batch.first_calls[app_id]
         return rows
 
-    def _last_used_rows(self, batch: _Batch) -> list[dict[str, Any]]:
+    def _last_used_rows(self, batch: Batch) -> list[dict[str, Any]]:
         rows = []
         for credential_id, seen in list(batch.last_used.items()):
             try:

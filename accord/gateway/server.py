@@ -408,7 +408,8 @@ class _Connection(asyncio.Protocol):
             authority = authority.rpartition(b"@")[2]  # (userinfo, deprecated, is no part of the host)
             raw_path = slash + after if scheme_end and slash else b"/"
         raw_path = raw_path.partition(b"#")[0]
-        path = raw_path.decode("latin-1") if b"%" not in raw_path else unquote(raw_path.decode("latin-1"))
+        # (find, not `in`: bytes.__contains__ first tries its argument as an int and pays for the TypeError)
+        path = raw_path.decode("latin-1") if raw_path.find(b"%") < 0 else unquote(raw_path.decode("latin-1"))
         headers = self._headers
         expect_continue = False
         hosts = 0
