@@ -719,19 +719,32 @@ def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]],
     are the gateway's alone — a caller's Forwarded is not passed on, since an open quoted string in
     it would swallow the element appended after it.
     """
-    drop: frozenset[bytes] | set[bytes] = api.stripped_headers
-    for name, value in headers:
-        if name == b"connection":  # every Connection field (there may be several) names hop-by-hop fields
-            drop = drop | {token.strip().lower() for token in value.split(b",")}
-    out = [pair for pair in headers if pair[0] not in drop]
+    drop = api.stripped_headers
+    out: list[tuple[bytes, bytes]] = []
+    prior = host = None
+    hop_by_hop: set[bytes] | None = None
+    # One pass: what is kept, and what the proxy headers need (`drop` always holds Host, X-Forwarded-For
+    # and Connection: see `stripped_headers`).
+    for pair in headers:
+        name = pair[0]
+        if name not in drop:
+            out.append(pair)
+        elif name == b"host":
+            host = pair[1]
+        elif name == b"x-forwarded-for":
+            if prior is None:
+                prior = pair[1]
+        elif name == b"connection":  # every Connection field (there may be several) names hop-by-hop fields
+            tokens = {token.strip().lower() for token in pair[1].split(b",")}
+            hop_by_hop = tokens if hop_by_hop is None else hop_by_hop | tokens
+    if hop_by_hop is not None:
+        out = [pair for pair in out if pair[0] not in hop_by_hop]
     client = scope.get("client")
-    prior = _header(headers, b"x-forwarded-for")
     address = client[0].encode() if client else b""
     proto = b"https" if scope.get("scheme") == "https" else b"http"
-    host = _header(headers, b"host")
     # (find, not `in`: bytes.__contains__ first tries its argument as an int and pays for the TypeError)
     hop = b"for=" + (b'"[' + address + b']"' if address.find(b":") >= 0 else address or b"unknown") + b";proto=" + proto
-    if host and _PLAIN_HOST.fullmatch(host):  # (a URI host may hold , ; = which naive parsers split on)
+    if host and _plain_host(host):  # (a URI host may hold , ; = which naive parsers split on)
         hop += b';host="' + host + b'"'
     out += [(b"x-forwarded-for", prior + b", " + address if prior else address),
             (b"x-forwarded-proto", proto),
@@ -744,6 +757,19 @@ def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]],
     if api.forward_identity:
         out += [(b"x-accord-partner", app.partner_id.encode()), (b"x-accord-application", app.id.encode())]
     return out
+
+
+_PLAIN_HOSTS: dict[bytes, bool] = {}  # Host values seen, and whether each is plain (a few per gateway)
+
+
+def _plain_host(host: bytes) -> bool:
+    """Whether `host` is a plain host name or IP literal with an optional port (remembered: a regex per request is dear)."""
+    plain = _PLAIN_HOSTS.get(host)
+    if plain is None:
+        if len(_PLAIN_HOSTS) >= MEMO_ENTRIES:
+            _PLAIN_HOSTS.clear()
+        plain = _PLAIN_HOSTS[host] = _PLAIN_HOST.fullmatch(host) is not None
+    return plain
 
 
 def _target(scope: dict[str, Any], rest: str, api: s.ApiEntry) -> bytes:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -59,7 +58,13 @@ _STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".en
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # What a Host (or an absolute-form target's authority) may hold: RFC 3986's host and port characters.
-_URI_HOST = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]%]*")
+# The characters of a URI host (RFC 3986 3.2.2: reg-name, IP literal) and a port. A Host is
+# checked with `_is_uri_host` — one C call, several times cheaper than the equivalent regex.
+_URI_HOST_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:[]%"
+
+
+def _is_uri_host(value: bytes) -> bool:
+    return not value.translate(None, _URI_HOST_CHARS)
 
 
 def _refusal(status: HTTPStatus) -> bytes:
@@ -82,7 +87,7 @@ class _Exchange:
 
     __slots__ = ("connection", "scope", "chunks", "buffered", "body_done", "body_given", "discard", "waiter",
                  "keep_alive", "expect_continue", "status", "headers", "head_sent", "chunked", "no_body", "finished",
-                 "head_request", "length", "bodyless", "dispatched", "for_task", "work")
+                 "head_request", "length", "bodyless", "dispatched", "for_task", "work", "names_lowered")
 
     def __init__(self, connection: _Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool,
                  bodyless: bool = False) -> None:
@@ -108,6 +113,7 @@ class _Exchange:
         self.dispatched = False  # handed to the app's `direct` or to the connection's task
         self.for_task = False  # the connection's task is to run the app (or `work`) for it
         self.work: Any = None  # the coroutine `continue_with` gave, run instead of the app
+        self.names_lowered = False  # the header names given are lower case already (`answer`)
 
     # --- ASGI receive --------------------------------------------------------------------------
 
@@ -169,10 +175,14 @@ class _Exchange:
     # --- the direct way (see `_Connection._dispatch`) ----------------------------------------------
 
     def answer(self, status: int, headers: Any, body: bytes) -> None:
-        """The whole answer at once, without a coroutine: `send` of a start and a last body message."""
+        """The whole answer at once, without a coroutine: `send` of a start and a last body message.
+
+        Unlike an ASGI app's, the header names must be lower case (the gateway's are: parsed, or its own).
+        """
         if self.headers is not None:
             raise RuntimeError("answered twice")
         self.status, self.headers = status, headers
+        self.names_lowered = True
         self._write(body, False)
         if self.connection.can_write or self.connection.lost:
             self.connection.exchange_done(self)
@@ -230,8 +240,10 @@ class _Exchange:
         parts = [line]
         length_given = False
         self.no_body = self.head_request or status in _NO_BODY_STATUSES or status < 200
+        lowered = self.names_lowered
         for name, value in self.headers:
-            name = name.lower()
+            if not lowered:
+                name = name.lower()
             if name == b"content-length":
                 if status == 204 or status < 200:
                     continue  # never on these (RFC 9110 8.6): a client could wait for that body
@@ -428,8 +440,8 @@ class _Connection(asyncio.Protocol):
         # (llhttp already refuses Content-Length with Transfer-Encoding, several or malformed Content-Length
         # and a Transfer-Encoding not ending in chunked.)
         # RFC 9112 3.2: exactly one Host (none is allowed in HTTP/1.0), and a valid one.
-        if hosts > 1 or (hosts == 0 and version == "1.1") or (hosts and not _URI_HOST.fullmatch(host)) \
-                or not _URI_HOST.fullmatch(authority):
+        if hosts > 1 or (hosts == 0 and version == "1.1") or (hosts and not _is_uri_host(host)) \
+                or not _is_uri_host(authority):
             raise ValueError("Host")
         if authority:  # RFC 9112 3.2.2: an absolute-form target's authority names the host, not the Host field
             headers = self._headers = [pair for pair in headers if pair[0] != b"host"]
