@@ -29,8 +29,9 @@ from accord.gateway.limits import (LimitCheck, LimitDecision, LimiterUnavailable
 from accord.gateway.metrics import GatewayMetrics
 from accord.gateway.tally import Tally
 from accord.gateway.problems import PROBLEM_CONTENT_TYPE, problem
-from accord.gateway.upstream import (IDEMPOTENT, Origin, UpstreamClient, UpstreamTimeout, UpstreamUnreachable,
-                                     parse_origin)
+from accord.gateway.server import Exchange
+from accord.gateway.upstream import (IDEMPOTENT, Origin, UpstreamClient, UpstreamConnection, UpstreamTimeout,
+                                     UpstreamUnreachable, parse_origin)
 
 log = logging.getLogger("accord.gateway")
 
@@ -70,7 +71,9 @@ class Gateway:
         self._policies: dict[tuple[Any, ...], tuple[str, bytes, str]] = {}
         # What admission worked out for the snapshot `_memo_of` (see `_credential` and `_limit_plan`).
         self._memo_of: s.Snapshot | None = None
-        self._memo_key = os.urandom(32)  # a process's own: memo keys say nothing outside it
+        # Keyed with a process's own key, so memo keys say nothing outside it; the keyed state is made
+        # once and copied per request (the key costs a compression of its own).
+        self._memo_hasher = blake2b(key=os.urandom(32), digest_size=16)
         self._credential_memo: dict[bytes, s.CredentialEntry] = {}
         self._plan_memo: dict[tuple[Any, ...], tuple[dict[str, int], tuple[LimitCheck, ...]]] = {}
 
@@ -114,7 +117,7 @@ class Gateway:
         finally:
             self._record(ctx, started)
 
-    def direct(self, exchange: Any) -> bool:
+    def direct(self, exchange: Exchange) -> bool:
         """Answer `exchange` (a bodyless request on accord.gateway.server) from callbacks; False: use `handle`.
 
         `exchange` offers `scope`, `receive`, `send`, `answer(status, headers, body)`,
@@ -137,7 +140,7 @@ class Gateway:
         self._answer_now(exchange, ctx, started, *self._refusal(ctx))
         return True
 
-    def _answer_now(self, exchange: Any, ctx: _Context, started: float, status: int,
+    def _answer_now(self, exchange: Exchange, ctx: _Context, started: float, status: int,
                     headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """The direct path's answer, written at once, and the request recorded."""
         try:
@@ -260,7 +263,9 @@ class Gateway:
         digests only, never a key.
         """
         presented = secret.encode()
-        seen = blake2b(presented, key=self._memo_key, digest_size=16).digest()
+        hasher = self._memo_hasher.copy()
+        hasher.update(presented)
+        seen = hasher.digest()
         memo = self._credential_memo
         credential = memo.get(seen)
         if credential is None:
@@ -380,7 +385,7 @@ class Gateway:
             head.append(b"\r\n")
         return b"".join(head), has_body, chunked
 
-    def _forward_direct(self, exchange: Any, ctx: _Context, started: float) -> bool:
+    def _forward_direct(self, exchange: Exchange, ctx: _Context, started: float) -> bool:
         """Send a bodyless request on an idle pooled connection; its answer is relayed from callbacks (`_DirectRelay`).
 
         False (nothing sent) when that takes a coroutine: no upstream, https, no idle connection.
@@ -518,7 +523,7 @@ class _DirectRelay:
 
     __slots__ = ("gateway", "exchange", "ctx", "connection", "upstream", "started", "upstream_started")
 
-    def __init__(self, gateway: Gateway, exchange: Any, ctx: _Context, connection: Any, upstream: str,
+    def __init__(self, gateway: Gateway, exchange: Exchange, ctx: _Context, connection: UpstreamConnection, upstream: str,
                  started: float) -> None:
         self.gateway = gateway
         self.exchange = exchange

@@ -58,13 +58,22 @@ _STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".en
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # What a Host (or an absolute-form target's authority) may hold: RFC 3986's host and port characters.
-# The characters of a URI host (RFC 3986 3.2.2: reg-name, IP literal) and a port. A Host is
-# checked with `_is_uri_host` — one C call, several times cheaper than the equivalent regex.
+# The characters of a URI host (RFC 3986 3.2.2: reg-name, IP literal) and a port.
 _URI_HOST_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:[]%"
+_URI_HOSTS: dict[bytes, bool] = {}  # Host values seen (a few per server), and whether each is one
+_URI_HOSTS_KEPT = 1024
 
 
 def _is_uri_host(value: bytes) -> bool:
-    return not value.translate(None, _URI_HOST_CHARS)
+    """Whether `value` is made of a URI host's characters (remembered: a check per request is dear)."""
+    if not value:
+        return True
+    valid = _URI_HOSTS.get(value)
+    if valid is None:
+        if len(_URI_HOSTS) >= _URI_HOSTS_KEPT:
+            _URI_HOSTS.clear()
+        valid = _URI_HOSTS[value] = not value.translate(None, _URI_HOST_CHARS)
+    return valid
 
 
 def _refusal(status: HTTPStatus) -> bytes:
@@ -82,7 +91,7 @@ _SERVER_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plai
                  b"connection: close\r\n\r\nInternal Server Error")
 
 
-class _Exchange:
+class Exchange:
     """One request and its answer: the ASGI `receive` and `send` of one app call."""
 
     __slots__ = ("connection", "scope", "chunks", "buffered", "body_done", "body_given", "discard", "waiter",
@@ -300,9 +309,9 @@ class _Connection(asyncio.Protocol):
         self.ticks = 0  # seconds spent in the present state (idle, reading a head, waiting on the client)
         self.client: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
-        self.current: _Exchange | None = None  # the exchange being answered
-        self.parsing: _Exchange | None = None  # the exchange whose request is being read
-        self.queued: deque[_Exchange] = deque()  # pipelined requests waiting for their turn
+        self.current: Exchange | None = None  # the exchange being answered
+        self.parsing: Exchange | None = None  # the exchange whose request is being read
+        self.queued: deque[Exchange] = deque()  # pipelined requests waiting for their turn
         self._ready: asyncio.Future[None] | None = None  # the worker task waits on it for the next request
         self._paused = False
         self._url = b""
@@ -465,7 +474,7 @@ class _Connection(asyncio.Protocol):
                  "root_path": "", "path": path, "raw_path": raw_path, "query_string": query.partition(b"#")[0],
                  "headers": headers}
         bodyless = coding is None and (length is None or length == b"0")
-        exchange = _Exchange(self, scope, parser.should_keep_alive(), expect_continue, bodyless)
+        exchange = Exchange(self, scope, parser.should_keep_alive(), expect_continue, bodyless)
         self.parsing = exchange
         if self.current is None:
             self._start(exchange)
@@ -498,13 +507,13 @@ class _Connection(asyncio.Protocol):
 
     # --- running the app --------------------------------------------------------------------------
 
-    def _start(self, exchange: _Exchange) -> None:
+    def _start(self, exchange: Exchange) -> None:
         self.current = exchange
         if exchange.bodyless and not exchange.body_done and self.direct is not None:
             return  # the app's `direct` may take it once it is whole (on_message_complete, just after)
         self._dispatch(exchange)
 
-    def _dispatch(self, exchange: _Exchange) -> None:
+    def _dispatch(self, exchange: Exchange) -> None:
         """Offer a request without a body to the app's `direct` (answered from callbacks), else run the app on the task.
 
         `direct(exchange)` is an optional method of the app: it returns False to decline, or True
@@ -536,7 +545,7 @@ class _Connection(asyncio.Protocol):
         (A task per connection rather than per request: creating a task cost more than the
         future that wakes this one.)
         """
-        done: _Exchange | None = None
+        done: Exchange | None = None
         while not self.lost:
             exchange = self.current
             if exchange is None or exchange is done or not exchange.for_task:
@@ -550,7 +559,7 @@ class _Connection(asyncio.Protocol):
             if not await self._run(exchange):
                 return
 
-    async def _run(self, exchange: _Exchange) -> bool:
+    async def _run(self, exchange: Exchange) -> bool:
         """Run the app for one request; False when the connection cannot go on."""
         work, exchange.work = exchange.work, None
         try:
@@ -570,7 +579,7 @@ class _Connection(asyncio.Protocol):
             return False
         return True
 
-    def exchange_done(self, exchange: _Exchange) -> None:
+    def exchange_done(self, exchange: Exchange) -> None:
         """The answer is written: go on with the next request, or close."""
         if exchange is not self.current:
             return
@@ -706,7 +715,7 @@ class _Server:
     def __init__(self, app: Any, loop: asyncio.AbstractEventLoop, max_url: int, max_head: int,
                  max_headers: int) -> None:
         self.app = app
-        self.direct: Callable[[_Exchange], bool] | None = getattr(app, "direct", None)
+        self.direct: Callable[[Exchange], bool] | None = getattr(app, "direct", None)
         self.loop = loop
         self.connections: set[_Connection] = set()
         self.max_url = max_url

@@ -73,7 +73,7 @@ class Answer:
 
     __slots__ = ("status", "headers", "_connection")
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: UpstreamConnection) -> None:
         self.status = connection.status
         self.headers = connection.headers
         self._connection = connection
@@ -88,7 +88,7 @@ class Answer:
         return await self._connection.read()
 
 
-class _Connection(asyncio.Protocol):
+class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an upstream and the answer being read on it."""
 
     def __init__(self, client: UpstreamClient, key: tuple[str, int]) -> None:
@@ -328,8 +328,8 @@ class UpstreamClient:
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
         self.loop = loop or asyncio.get_running_loop()
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
-        self.waiting: set[_Connection] = set()  # connections whose user waits for the upstream
+        self._idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+        self.waiting: set[UpstreamConnection] = set()  # connections whose user waits for the upstream
         self._sweeper: asyncio.Task[None] | None = None
         self.connections_opened = 0  # for tests and operators: how often the pool had to connect
 
@@ -344,7 +344,7 @@ class UpstreamClient:
                     connection.check_timeout(now)
 
     async def request(self, origin: Origin, method: str, head: bytes, body: Callable[[], AsyncIterator[bytes]] | None,
-                      chunked: bool = False, retry: bool = True) -> tuple[Answer, _Connection]:
+                      chunked: bool = False, retry: bool = True) -> tuple[Answer, UpstreamConnection]:
         """Send `head` (the request line and headers, CRLF CRLF included), then the body if any.
 
         `body` makes an iterator over the caller's body chunks (called at most once: a body
@@ -383,7 +383,7 @@ class UpstreamClient:
                 connection.close()
                 raise
 
-    def begin(self, connection: _Connection, head: bytes, method: str, listener: Callable[[], None]) -> None:
+    def begin(self, connection: UpstreamConnection, head: bytes, method: str, listener: Callable[[], None]) -> None:
         """Send a bodyless request on an idle connection (from `idle_connection`) and call `listener` on each change.
 
         The callback way of `request`, without a task: the listener looks at `headers_done`,
@@ -398,7 +398,7 @@ class UpstreamClient:
         assert connection.transport is not None
         connection.transport.write(head)
 
-    def _expect_answer(self, connection: _Connection, method: str) -> None:
+    def _expect_answer(self, connection: UpstreamConnection, method: str) -> None:
         connection._new_answer(method == "HEAD")
         connection._last_read = self.loop.time()  # the read timeout counts from the request
 
@@ -406,7 +406,7 @@ class UpstreamClient:
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep(), name="accord-upstream-timeouts")
 
-    async def _send_body(self, connection: _Connection, chunks: AsyncIterator[bytes], chunked: bool) -> None:
+    async def _send_body(self, connection: UpstreamConnection, chunks: AsyncIterator[bytes], chunked: bool) -> None:
         async for chunk in chunks:
             if not chunk:
                 continue
@@ -417,7 +417,7 @@ class UpstreamClient:
         if chunked and not connection.headers_done:
             await connection.write_body(b"0\r\n\r\n")
 
-    def release(self, connection: _Connection) -> None:
+    def release(self, connection: UpstreamConnection) -> None:
         """Back to the pool if the answer was read to its end and the connection may be kept; else closed."""
         if not connection.reusable:
             connection.close()
@@ -431,7 +431,7 @@ class UpstreamClient:
         connection.idle_since = self.loop.time()
         idle.append(connection)
 
-    def idle_connection(self, key: tuple[str, int]) -> _Connection | None:
+    def idle_connection(self, key: tuple[str, int]) -> UpstreamConnection | None:
         """A pooled connection to `key` still open (most recently used first), or None."""
         idle = self._idle.get(key)
         if not idle:
@@ -447,13 +447,13 @@ class UpstreamClient:
             return connection
         return None
 
-    def _forget(self, connection: _Connection) -> None:
+    def _forget(self, connection: UpstreamConnection) -> None:
         idle = self._idle.get(connection.key)
         if idle and connection in idle:
             idle.remove(connection)
 
-    async def _connect(self, origin: Origin) -> _Connection:
-        connection = _Connection(self, origin.key)
+    async def _connect(self, origin: Origin) -> UpstreamConnection:
+        connection = UpstreamConnection(self, origin.key)
         try:
             await asyncio.wait_for(self.loop.create_connection(lambda: connection, origin.host, origin.port),
                                    timeout=self.connect_timeout)
