@@ -180,6 +180,17 @@ def _decide(checks: Sequence[LimitCheck], afters: Sequence[int], windows: Sequen
     )
 
 
+def _each_counter_once(checks: Sequence[LimitCheck]) -> bool:
+    """Whether no two checks name the same counter (key and period): compared pairwise, as there are few."""
+    for i in range(1, len(checks)):
+        check = checks[i]
+        for j in range(i):
+            other = checks[j]
+            if check.period == other.period and check.key == other.key:
+                return False
+    return True
+
+
 def _totals(checks: Sequence[LimitCheck]) -> dict[tuple[str, str], int]:
     """Delta per counter: a counter named twice in one request counts both deltas."""
     totals: dict[tuple[str, str], int] = {}
@@ -223,30 +234,34 @@ class MemoryLimiter:
         now = self._clock()
         if self._expiries and self._expiries[0] <= now:
             self._prune(now)
-        counters = self._counters
+        if not _each_counter_once(checks):
+            return self._consume_merged(checks, now)
         # The usual request names each counter once: one pass reads them all, a second (if every
-        # check fits) writes them. A counter named twice takes the general way below.
+        # check fits) writes them.
+        counters = self._counters
         windows: list[tuple[int, int]] = []
         idents: list[tuple[str, str, int]] = []
         afters: list[int] = []
+        new: list[bool] = []
         allowed = True
         for check in checks:
             bounds = window(check.period, now)
             ident = (check.key, check.period, bounds[0])
-            after = counters.get(ident, 0) + check.delta
+            used = counters.get(ident)
+            after = check.delta if used is None else used + check.delta
             windows.append(bounds)
             idents.append(ident)
             afters.append(after)
+            new.append(used is None)
             if after > check.limit:
                 allowed = False
-        if len(idents) == 1 or len(set(idents)) == len(idents):
-            if allowed:
-                for ident, after, bounds in zip(idents, afters, windows):
-                    if ident not in counters and bounds[1] != ETERNITY_END:
-                        self._expire_at(bounds[1] + self._expiry_margin, ident)
-                    counters[ident] = after
-            return _decide(checks, afters, windows, now, allowed)
-        return self._consume_merged(checks, now)
+        if allowed:
+            for i in range(len(idents)):
+                ident = idents[i]
+                if new[i] and windows[i][1] != ETERNITY_END:
+                    self._expire_at(windows[i][1] + self._expiry_margin, ident)
+                counters[ident] = afters[i]
+        return _decide(checks, afters, windows, now, allowed)
 
     def _consume_merged(self, checks: Sequence[LimitCheck], now: float) -> LimitDecision:
         """`consume_now` for checks naming a counter more than once: each sees the deltas summed."""

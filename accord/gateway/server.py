@@ -96,7 +96,7 @@ class Exchange:
 
     __slots__ = ("connection", "scope", "chunks", "buffered", "body_done", "body_given", "discard", "waiter",
                  "keep_alive", "expect_continue", "status", "headers", "head_sent", "chunked", "no_body", "finished",
-                 "head_request", "length", "bodyless", "dispatched", "for_task", "work", "names_lowered")
+                 "head_request", "length", "bodyless", "dispatched", "for_task", "work")
 
     def __init__(self, connection: _Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool,
                  bodyless: bool = False) -> None:
@@ -111,7 +111,7 @@ class Exchange:
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
         self.status = 0
-        self.headers: Any = None
+        self.headers: list[tuple[bytes, bytes]] | None = None  # the answer's, names in lower case
         self.head_sent = False
         self.chunked = False
         self.no_body = False
@@ -122,7 +122,6 @@ class Exchange:
         self.dispatched = False  # handed to the app's `direct` or to the connection's task
         self.for_task = False  # the connection's task is to run the app (or `work`) for it
         self.work: Any = None  # the coroutine `continue_with` gave, run instead of the app
-        self.names_lowered = False  # the header names given are lower case already (`answer`)
 
     # --- ASGI receive --------------------------------------------------------------------------
 
@@ -177,13 +176,14 @@ class Exchange:
             if self.headers is not None:
                 raise RuntimeError("http.response.start sent twice")
             self.status = message["status"]
-            self.headers = message.get("headers", ())
+            # As the gateway's own answers come (`answer`): a list of pairs, names in lower case.
+            self.headers = [(bytes(name).lower(), bytes(value)) for name, value in message.get("headers", ())]
             return
         raise RuntimeError(f"unexpected ASGI message {kind!r}")
 
     # --- the direct way (see `_Connection._dispatch`) ----------------------------------------------
 
-    def answer(self, status: int, headers: Any, body: bytes) -> None:
+    def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """The whole answer at once, without a coroutine: `send` of a start and a last body message.
 
         Unlike an ASGI app's, the header names must be lower case (the gateway's are: parsed, or its own).
@@ -191,7 +191,6 @@ class Exchange:
         if self.headers is not None:
             raise RuntimeError("answered twice")
         self.status, self.headers = status, headers
-        self.names_lowered = True
         self._write(body, False)
         if self.connection.can_write or self.connection.lost:
             self.connection.exchange_done(self)
@@ -249,10 +248,9 @@ class Exchange:
         parts = [line]
         length_given = False
         self.no_body = self.head_request or status in _NO_BODY_STATUSES or status < 200
-        lowered = self.names_lowered
-        for name, value in self.headers:
-            if not lowered:
-                name = name.lower()
+        headers = self.headers
+        assert headers is not None
+        for name, value in headers:
             if name == b"content-length":
                 if status == 204 or status < 200:
                     continue  # never on these (RFC 9110 8.6): a client could wait for that body
@@ -261,7 +259,10 @@ class Exchange:
                     self.length = int(value)
             elif name == b"transfer-encoding" or name == b"connection":
                 continue  # framing and connection handling are this server's
-            parts += (name, b": ", value, b"\r\n")
+            parts.append(name)
+            parts.append(b": ")
+            parts.append(value)
+            parts.append(b"\r\n")
         fields = (len(parts) - 1) // 4
         if self.expect_continue and not self.body_done:
             # Answered without asking for the body: the client may send it or not, so the next bytes
