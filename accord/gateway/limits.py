@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from heapq import heappop, heappush
+from typing import Final
 
 from redis.exceptions import BusyLoadingError, NoScriptError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -93,7 +94,7 @@ class LimitDecision:
         return policy_item(f"{self.key}-{self.period}", self.limit, self.window) if self.key else ""
 
 
-NO_LIMITS = LimitDecision(allowed=True, limit=-1, remaining=-1, reset=0, period="",
+NO_LIMITS: Final = LimitDecision(allowed=True, limit=-1, remaining=-1, reset=0, period="",
                           retry_after=None, exceeded_key=None, window=None)
 """The decision for a request with no checks: allowed; limit = remaining = -1 means "send no RateLimit headers"."""
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left
+from typing import Final
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "accord_gateway_"
 
 # Upper bounds in seconds, 1 ms … 10 s; +Inf is implied.
-LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS: Final[tuple[float, ...]] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # Help for the gauges other components report through `render(extra_gauges)`.
 KNOWN_GAUGES: dict[str, str] = {
@@ -28,7 +29,7 @@ KNOWN_GAUGES: dict[str, str] = {
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
-_CLASSES = ("5xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+_CLASSES: Final = ("5xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 def status_class(status: int) -> str:

@@ -13,20 +13,21 @@ fixed-length windows are plain integer arithmetic; months and years go through
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Final
 
 PERIODS = ("second", "minute", "hour", "day", "week", "month", "year", "eternity")
 
-ETERNITY_END = 253_402_300_800
+ETERNITY_END: Final = 253_402_300_800
 """10000-01-01T00:00:00Z in epoch seconds: "never" for the eternity window."""
 
-_FIXED_LENGTH = {"second": 1, "minute": 60, "hour": 3_600, "day": 86_400}
-_DAY = 86_400
-_WEEK = 7 * _DAY
-_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday; Monday is 0
+_FIXED_LENGTH: Final = {"second": 1, "minute": 60, "hour": 3_600, "day": 86_400}
+_DAY: Final = 86_400
+_WEEK: Final = 7 * _DAY
+_EPOCH_WEEKDAY: Final = 3  # 1970-01-01 was a Thursday; Monday is 0
 
 # The last window handed out per period. An instant inside it (the usual case:
 # many requests in the same window) costs two comparisons.
-_last: dict[str, tuple[int, int]] = {}
+_last: Final[dict[str, tuple[int, int]]] = {}
 
 
 def window(period: str, now: float) -> tuple[int, int]:

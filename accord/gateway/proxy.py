@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 import aiohttp
@@ -35,18 +35,18 @@ from accord.gateway.upstream import (IDEMPOTENT, Origin, UpstreamClient, Upstrea
 
 log = logging.getLogger("accord.gateway")
 
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+HOP_BY_HOP: Final = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
                         b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length"})
-SECRET_HEADER = b"x-accord-gateway-secret"
-SANDBOX_PATH = "/sandbox"
-THRESHOLDS = (50, 80, 90, 100)  # percent of a limit that makes a usage.limit_threshold event
+SECRET_HEADER: Final = b"x-accord-gateway-secret"
+SANDBOX_PATH: Final = "/sandbox"
+THRESHOLDS: Final = (50, 80, 90, 100)  # percent of a limit that makes a usage.limit_threshold event
 _TEMPLATE_VAR = re.compile(r"\{[^/}]+\}")
-_PLAIN_HOST = re.compile(rb"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")  # a host name or IP, a port
-ANSWER_HOP_BY_HOP = HOP_BY_HOP - {b"content-length"}  # dropped from answers (the length is kept)
-_UNPARSED: Any = object()
-MEMO_ENTRIES = 16_384  # per memo (keys seen, limit plans); a full memo is emptied, so memory stays bounded
-MEMO_END_USER = 128  # longer end-user ids are not remembered (one key could fill the memo with huge ones)
-_NO_CHECKS: tuple[LimitCheck, ...] = ()
+_PLAIN_HOST: Final = re.compile(rb"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")  # a host name or IP, a port
+ANSWER_HOP_BY_HOP: Final = HOP_BY_HOP - {b"content-length"}  # dropped from answers (the length is kept)
+_UNPARSED: Final[Any] = object()
+MEMO_ENTRIES: Final = 16_384  # per memo (keys seen, limit plans); a full memo is emptied, so memory stays bounded
+MEMO_END_USER: Final = 128  # longer end-user ids are not remembered (one key could fill the memo with huge ones)
+_NO_CHECKS: Final[tuple[LimitCheck, ...]] = ()
 
 
 class Gateway:
@@ -764,7 +764,7 @@ def _upstream_headers(scope: dict[str, Any], headers: list[tuple[bytes, bytes]],
     return out
 
 
-_PLAIN_HOSTS: dict[bytes, bool] = {}  # Host values seen, and whether each is plain (a few per gateway)
+_PLAIN_HOSTS: Final[dict[bytes, bool]] = {}  # Host values seen, and whether each is plain (a few per gateway)
 
 
 def _plain_host(host: bytes) -> bool:

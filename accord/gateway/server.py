@@ -37,31 +37,31 @@ import time
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 log = logging.getLogger("accord.gateway.server")
 
-_HIGH_WATER = 256 * 1024  # buffered request body bytes that pause reading from the client
-_LOW_WATER = 64 * 1024
+_HIGH_WATER: Final = 256 * 1024  # buffered request body bytes that pause reading from the client
+_LOW_WATER: Final = 64 * 1024
 # Limits on what a client may make this server hold (nginx: 8 KB request line, ~32 KB of header lines;
 # h11: 16 KB per head): past them the request is refused and the connection closed. These are the
 # defaults of `serve`'s max_url, max_head and max_headers (settings ACCORD_GATEWAY_MAX_*).
 MAX_URL = 8 * 1024
 MAX_HEAD = 32 * 1024  # request line and header fields (trailer fields too), and bytes without progress
 MAX_HEADERS = 100
-MAX_PIPELINED = 32  # requests read ahead of the one being answered; more: answered up to there, then closed
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
-_STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus}
-_NO_BODY_STATUSES = frozenset({204, 304})
+MAX_PIPELINED: Final = 32  # requests read ahead of the one being answered; more: answered up to there, then closed
+_ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
+_STATUS_LINES: Final = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus}
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # What a Host (or an absolute-form target's authority) may hold: RFC 3986's host and port characters.
 # The characters of a URI host (RFC 3986 3.2.2: reg-name, IP literal) and a port.
-_URI_HOST_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:[]%"
-_URI_HOSTS: dict[bytes, bool] = {}  # Host values seen (a few per server), and whether each is one
-_URI_HOSTS_KEPT = 1024
+_URI_HOST_CHARS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:[]%"
+_URI_HOSTS: Final[dict[bytes, bool]] = {}  # Host values seen (a few per server), and whether each is one
+_URI_HOSTS_KEPT: Final = 1024
 
 
 def _is_uri_host(value: bytes) -> bool:

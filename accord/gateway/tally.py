@@ -8,12 +8,12 @@ compiled code, with no Python frame per request (bench/README.md, session 6).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from accord.gateway.metrics import status_class
 
 # A latency outside [0, one day) is a clock glitch, not a measurement: counted as 0.
-_MAX_LATENCY_SECONDS = 86_400.0
+_MAX_LATENCY_SECONDS: Final = 86_400.0
 
 # (partner id, application id, api id, metric id or None for the request row,
 #  environment, minute as epoch seconds, status class, denial reason or "")

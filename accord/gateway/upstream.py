@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Final
 from urllib.parse import urlsplit
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_HIGH_WATER = 256 * 1024  # buffered answer bytes that pause reading from the upstream
-_LOW_WATER = 64 * 1024
-_MAX_IDLE_PER_ORIGIN = 512
-MAX_ANSWER_HEAD = 64 * 1024  # status line and header fields of an answer (nginx proxy_buffer_size: 4-8 KB)
-MAX_ANSWER_HEADERS = 256
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_HIGH_WATER: Final = 256 * 1024  # buffered answer bytes that pause reading from the upstream
+_LOW_WATER: Final = 64 * 1024
+_MAX_IDLE_PER_ORIGIN: Final = 512
+MAX_ANSWER_HEAD: Final = 64 * 1024  # status line and header fields of an answer (nginx proxy_buffer_size: 4-8 KB)
+MAX_ANSWER_HEADERS: Final = 256
 
 
 class UpstreamUnreachable(Exception):
