@@ -377,7 +377,10 @@ class Gateway:
         head = [method.encode(), b" ", origin.base_path, _target(scope, ctx.rest, ctx.api), b" HTTP/1.1\r\nhost: ",
                 origin.host_header, b"\r\n"]
         for name, value in _upstream_headers(scope, headers, ctx.api, ctx.app):
-            head += (name, b": ", value, b"\r\n")
+            head.append(name)
+            head.append(b": ")
+            head.append(value)
+            head.append(b"\r\n")
         if has_body:
             head.append(b"content-length: " + length + b"\r\n\r\n" if length is not None else
                         b"transfer-encoding: chunked\r\n\r\n")

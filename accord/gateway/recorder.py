@@ -235,7 +235,8 @@ class UsageRecorder:
 
     def _usage_rows(self, batch: Batch) -> list[dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
-        for key, (count, units, ms_sum, ms_max) in list(batch.counters.items()):
+        for key, counter in list(batch.counters.items()):
+            count, units, ms_sum, ms_max = counter.count, counter.units, counter.ms_sum, counter.ms_max
             partner, app, api, metric, environment, minute, klass, denial = key
             try:
                 ids = (_as_uuid(partner), _as_uuid(app), _as_uuid(api), _as_uuid(metric))
