@@ -148,6 +148,29 @@ async def test_forwarding_headers_and_environment(running: Running) -> None:
         assert encoded.json()["raw_path"] == "/prod/files/a%2Fb%20c" and encoded.json()["path"] == "/prod/files/a/b c"
 
 
+async def test_the_proxy_headers_follow_each_request_on_one_connection(running: Running) -> None:
+    """The gateway remembers the headers it adds per caller, Host and API: each request still gets its own."""
+    keys = running.data["keys"]
+    async with httpx.AsyncClient(base_url=running.url) as c:  # (one keep-alive connection for all of them)
+
+        async def sent(**headers: str) -> dict[str, str]:
+            response = await c.get("/social/users", headers={**_bearer(keys["good"]), **headers})
+            assert response.status_code == 200, response.text
+            return response.json()["headers"]
+
+        first = await sent(Host="a.example")
+        assert first["forwarded"] == 'for=127.0.0.1;proto=http;host="a.example"'
+        assert first["x-forwarded-host"] == "a.example" and first["x-forwarded-for"] == "127.0.0.1"
+        relayed = await sent(Host="a.example", **{"X-Forwarded-For": "10.0.0.1"})
+        assert relayed["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+        again = await sent(Host="a.example")
+        assert again["x-forwarded-for"] == "127.0.0.1", "a caller's earlier X-Forwarded-For was kept"
+        other = await sent(Host="b.example")
+        assert other["forwarded"] == 'for=127.0.0.1;proto=http;host="b.example"' and other["x-forwarded-host"] == "b.example"
+        assert {k: v for k, v in again.items() if k != "content-length"} == \
+            {k: v for k, v in first.items() if k != "content-length"}
+
+
 async def test_large_bodies_stream_both_ways(running: Running) -> None:
     keys = running.data["keys"]
     payload = b"y" * (8 * 1024 * 1024)
