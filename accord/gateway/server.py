@@ -310,6 +310,7 @@ class _Connection(asyncio.Protocol):
         self.ticks = 0  # seconds spent in the present state (idle, reading a head, waiting on the client)
         self.client: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
+        self._scope: dict[str, Any] = {}  # what every request's scope on this connection shares (copied per request)
         self.current: Exchange | None = None  # the exchange being answered
         self.parsing: Exchange | None = None  # the exchange whose request is being read
         self.queued: deque[Exchange] = deque()  # pipelined requests waiting for their turn
@@ -333,6 +334,9 @@ class _Connection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         self.local = (local[0], local[1]) if isinstance(local, tuple) else None
+        self._scope = {"type": "http", "asgi": _ASGI, "http_version": "1.1", "server": self.local,
+                       "client": self.client, "scheme": "http", "method": "", "root_path": "", "path": "",
+                       "raw_path": b"", "query_string": b"", "headers": []}
         self.server.connections.add(self)
         self.loop.create_task(self._work())
 
@@ -470,10 +474,13 @@ class _Connection(asyncio.Protocol):
         if len(self.queued) >= MAX_PIPELINED:
             self._refusal = b""  # no answer for it: those read before it are answered, then the close
             raise ValueError("too many pipelined requests")
-        scope = {"type": "http", "asgi": _ASGI, "http_version": version, "server": self.local,
-                 "client": self.client, "scheme": "http", "method": parser.get_method().decode("ascii"),
-                 "root_path": "", "path": path, "raw_path": raw_path, "query_string": query.partition(b"#")[0],
-                 "headers": headers}
+        scope = self._scope.copy()  # (a dict of its own per request, as ASGI wants: copying is cheaper than building)
+        scope["http_version"] = version
+        scope["method"] = parser.get_method().decode("ascii")
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = query.partition(b"#")[0]
+        scope["headers"] = headers
         bodyless = coding is None and (length is None or length == b"0")
         exchange = Exchange(self, scope, parser.should_keep_alive(), expect_continue, bodyless)
         self.parsing = exchange
