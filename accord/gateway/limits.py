@@ -28,7 +28,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from heapq import heappop, heappush
 from typing import Final
 
@@ -44,15 +43,41 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 
-# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, which
-# costs more than the rest of a check. Never changed once made: the gateway shares one tuple of
-# checks between the requests of the same shape (accord.gateway.proxy, `_limit_plan`).
-@dataclass(slots=True)
 class LimitCheck:
-    key: str  # the counter's identity without the window, e.g. f"{app_id}|{metric_id}" or with "|u:{end_user}"
-    period: str  # second minute hour day week month year eternity
-    limit: int  # allowed units per window (0 = nothing allowed)
-    delta: int  # units this request would consume (>= 0)
+    """One limit a request must fit: `delta` more units of the counter `key` in its `period`'s window.
+
+    The gateway shares one tuple of checks between the requests of the same shape (accord.gateway.proxy,
+    `_limit_plan`); what a check says never changes once made. It remembers the memory limiter's counter
+    for the window it was last asked about (`counter`), so within a window that counter's identity is
+    made once, not per request, and a dict finds it by identity.
+    """
+
+    __slots__ = ("key", "period", "limit", "delta", "_start", "_end", "_counter")
+
+    def __init__(self, key: str, period: str, limit: int, delta: int) -> None:
+        self.key = key  # the counter without the window, e.g. f"{app_id}|{metric_id}" or with "|u:{end_user}"
+        self.period = period  # second minute hour day week month year eternity
+        self.limit = limit  # allowed units per window (0 = nothing allowed)
+        self.delta = delta  # units this request would consume (>= 0)
+        self._start = 0  # the window last asked about: [start, end) epoch seconds (none yet)
+        self._end = 0
+        self._counter = (key, period, 0)
+
+    def counter(self, now: float) -> tuple[str, str, int]:
+        """The memory limiter's counter for the window containing `now`: (key, period, window start)."""
+        if not self._start <= now < self._end:
+            self._start, self._end = window(self.period, now)
+            self._counter = (self.key, self.period, self._start)
+        return self._counter
+
+    def bounds(self, now: float) -> tuple[int, int]:
+        """The [start, end) of the window containing `now` (as `accord.gateway.periods.window`)."""
+        if not self._start <= now < self._end:
+            self.counter(now)
+        return self._start, self._end
+
+    def __repr__(self) -> str:
+        return f"LimitCheck({self.key!r}, {self.period!r}, {self.limit}, {self.delta})"
 
 
 class LimitDecision:
@@ -240,25 +265,20 @@ class MemoryLimiter:
         # The usual request names each counter once: one pass reads them all, a second (if every
         # check fits) writes them.
         counters = self._counters
-        windows: list[tuple[int, int]] = []
-        idents: list[tuple[str, str, int]] = []
         afters: list[int] = []
         new: list[bool] = []
         allowed = True
         for check in checks:
-            bounds = window(check.period, now)
-            ident = (check.key, check.period, bounds[0])
-            used = counters.get(ident)
+            used = counters.get(check.counter(now))
             after = check.delta if used is None else used + check.delta
-            windows.append(bounds)
-            idents.append(ident)
             afters.append(after)
             new.append(used is None)
             if after > check.limit:
                 allowed = False
+        windows = [check.bounds(now) for check in checks]
         if allowed:
-            for i in range(len(idents)):
-                ident = idents[i]
+            for i in range(len(afters)):
+                ident = checks[i].counter(now)
                 if new[i] and windows[i][1] != ETERNITY_END:
                     self._expire_at(windows[i][1] + self._expiry_margin, ident)
                 counters[ident] = afters[i]
