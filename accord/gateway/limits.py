@@ -93,11 +93,11 @@ class LimitDecision:
     """
 
     __slots__ = ("allowed", "limit", "remaining", "reset", "period", "retry_after", "exceeded_key", "window", "key",
-                 "used")
+                 "used", "check")
 
     def __init__(self, allowed: bool, limit: int, remaining: int, reset: int, period: str, retry_after: int | None,
                  exceeded_key: str | None, window: int | None = None, key: str | None = None,
-                 used: tuple[int, ...] = ()) -> None:
+                 used: tuple[int, ...] = (), check: LimitCheck | None = None) -> None:
         self.allowed = allowed
         self.limit = limit
         self.remaining = remaining  # units left in that window after this request (0 when denied)
@@ -108,6 +108,7 @@ class LimitDecision:
         self.window = window  # the window's length in seconds (a month: 28–31 days); None for eternity
         self.key = key  # the key of the check described here (allowed or denied)
         self.used = used  # when allowed: each check's count after this request, in the order given
+        self.check = check  # the check described here
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -203,6 +204,7 @@ def _decide(checks: Sequence[LimitCheck], afters: Sequence[int], windows: Sequen
         window=length,
         key=check.key,
         used=tuple(afters) if allowed else (),
+        check=check,
     )
 
 

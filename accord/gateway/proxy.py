@@ -184,6 +184,7 @@ class Gateway:
             self._credential_memo = {}
             self._plan_memo = {}
             self._block_memo = {}
+            self._policies = {}
         path = ctx.path
         if "/." in path and _has_dot_segment(path):
             # An upstream that normalises paths would resolve it outside the API's base path.
@@ -338,14 +339,15 @@ class Gateway:
     def _policy(self, api: s.ApiEntry, decision: LimitDecision) -> tuple[str, bytes, str]:
         """The decision's policy name `<metric>-<period>`, its RateLimit-Policy item and its name as an sf-string.
 
-        Kept per (API, metric, period, limit, window): the same few strings would otherwise be built per request.
+        Kept per check and window length for the snapshot (checks are made per snapshot too, `_limit_plan`):
+        the same few strings would otherwise be built per request.
         """
-        metric_id = (decision.key or "").rsplit("|", 1)[-1]
-        ident = (api.id, metric_id, decision.period, decision.limit, decision.window)
+        ident = (decision.check, decision.window)
         known = self._policies.get(ident)
         if known is None:
-            if len(self._policies) >= 10_000:  # bounded: plans and metrics change over a long run
+            if len(self._policies) >= MEMO_ENTRIES:
                 self._policies.clear()
+            metric_id = (decision.key or "").rsplit("|", 1)[-1]
             name = f"{api.metric_names.get(metric_id, 'hits')}-{decision.period}"
             known = self._policies[ident] = (name, policy_item(name, decision.limit, decision.window).encode(),
                                              sf_string(name))
