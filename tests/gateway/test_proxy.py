@@ -231,6 +231,26 @@ async def test_a_new_limit_reaches_a_gateway_that_has_served_the_key(running: Ru
         assert "q=0" in refused.headers["ratelimit-policy"]
 
 
+async def test_a_renamed_metric_is_named_anew_in_the_ratelimit_headers(running: Running,
+                                                                       fresh_database_url: str) -> None:
+    """The RateLimit-Policy strings the gateway keeps go with the snapshot, like the rest of what it remembers."""
+    keys = running.data["keys"]
+    async with httpx.AsyncClient(base_url=running.url) as c:
+        before = await c.get("/social/x", headers=_bearer(keys["good"]))
+        assert before.headers["ratelimit-policy"].startswith('"hits-minute";q=1000')
+
+        async def rename(f, session) -> None:
+            await session.execute(update(Metric).where(Metric.system_name == "hits").values(system_name="calls"))
+            from accord.core.version import ProgramVersion
+            await session.execute(update(ProgramVersion).values(version=ProgramVersion.version + 1))
+
+        await committed(fresh_database_url, rename)
+        await _wait_for_version(running.app, c)
+        after = await c.get("/social/x", headers=_bearer(keys["good"]))
+        assert after.headers["ratelimit-policy"].startswith('"calls-minute";q=1000')
+        assert after.headers["ratelimit"].startswith('"calls-minute";r=998')
+
+
 async def test_a_change_reaches_the_running_gateway_within_a_second(running: Running, fresh_database_url: str) -> None:
     keys = running.data["keys"]
     async with httpx.AsyncClient(base_url=running.url) as c:
