@@ -58,7 +58,6 @@ class Gateway:
         self._own_paths = own_paths  # answered by the app around the gateway (/healthz): never `direct`
         self.limiter = limiter
         self.recorder = recorder
-        self._tally: Tally = recorder.tally  # its `record` runs per request (compiled, called directly)
         self.metrics = metrics
         self._connect_timeout = connect_timeout
         self._upstream_timeout = upstream_timeout
@@ -77,6 +76,15 @@ class Gateway:
         self._credential_memo: dict[bytes, s.CredentialEntry] = {}
         self._plan_memo: dict[tuple[Any, ...], tuple[dict[str, int], tuple[LimitCheck, ...]]] = {}
         self._block_memo: dict[tuple[Any, ...], bytes] = {}  # proxy header lines (see `_proxy_block`)
+
+    @property
+    def recorder(self) -> Any:
+        return self._recorder
+
+    @recorder.setter
+    def recorder(self, recorder: Any) -> None:
+        self._recorder = recorder
+        self._tally: Tally = recorder.tally  # its `record` runs per request (compiled, called directly)
 
     @property
     def limiter(self) -> Any:
