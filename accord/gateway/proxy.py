@@ -46,6 +46,7 @@ ANSWER_HOP_BY_HOP: Final = HOP_BY_HOP - {b"content-length"}  # dropped from answ
 _UNPARSED: Final[Any] = object()
 MEMO_ENTRIES: Final = 16_384  # per memo (keys seen, limit plans); a full memo is emptied, so memory stays bounded
 MEMO_END_USER: Final = 128  # longer end-user ids are not remembered (one key could fill the memo with huge ones)
+MEMO_HOST: Final = 255  # longer Host values are not remembered either (a host name has at most 253 characters)
 _NO_CHECKS: Final[tuple[LimitCheck, ...]] = ()
 
 
@@ -75,7 +76,8 @@ class Gateway:
         self._memo_hasher = blake2b(key=os.urandom(32), digest_size=16)
         self._credential_memo: dict[bytes, s.CredentialEntry] = {}
         self._plan_memo: dict[tuple[Any, ...], tuple[dict[str, int], tuple[LimitCheck, ...]]] = {}
-        self._block_memo: dict[tuple[Any, ...], bytes] = {}  # proxy header lines (see `_proxy_block`)
+        # Proxy header lines, with the API and application entries they were made from (see `_proxy_block`).
+        self._block_memo: dict[tuple[Any, ...], tuple[s.ApiEntry, s.AppEntry, bytes]] = {}
 
     @property
     def recorder(self) -> Any:
@@ -412,14 +414,20 @@ class Gateway:
         """
         client = scope.get("client")
         key = (api.id, app.id, client[0] if client else "", host, scope.get("scheme"))
-        block = self._block_memo.get(key) if prior is None else None
-        if block is None:
-            block = b"".join([name + b": " + value + b"\r\n" for name, value in _proxy_headers(scope, api, app, host,
-                                                                                                  prior)])
-            if prior is None:
-                if len(self._block_memo) >= MEMO_ENTRIES:
-                    self._block_memo.clear()
-                self._block_memo[key] = block
+        remembered = prior is None and (host is None or len(host) <= MEMO_HOST)
+        if remembered:
+            # Kept with the very API and application entries it was made from: a request admitted on the
+            # last snapshot may come here after the memo was emptied for a new one (a Redis limit, say),
+            # and must not leave its old secret for the new snapshot's requests.
+            known = self._block_memo.get(key)
+            if known is not None and known[0] is api and known[1] is app:
+                return known[2]
+        block = b"".join([name + b": " + value + b"\r\n" for name, value in _proxy_headers(scope, api, app, host,
+                                                                                              prior)])
+        if remembered:
+            if len(self._block_memo) >= MEMO_ENTRIES:
+                self._block_memo.clear()
+            self._block_memo[key] = (api, app, block)
         return block
 
     def _forward_direct(self, exchange: Exchange, ctx: _Context, started: float) -> bool:
@@ -773,7 +781,8 @@ def _kept_headers(headers: list[tuple[bytes, bytes]],
         if name not in drop:
             kept.append(pair)
         elif name == b"host":
-            host = pair[1]
+            if host is None:  # (the first, as a server that allows several would read it)
+                host = pair[1]
         elif name == b"x-forwarded-for":
             if prior is None:
                 prior = pair[1]
@@ -819,6 +828,8 @@ _PLAIN_HOSTS: Final[dict[bytes, bool]] = {}  # Host values seen, and whether eac
 
 def _plain_host(host: bytes) -> bool:
     """Whether `host` is a plain host name or IP literal with an optional port (remembered: a regex per request is dear)."""
+    if len(host) > MEMO_HOST:
+        return _PLAIN_HOST.fullmatch(host) is not None
     plain = _PLAIN_HOSTS.get(host)
     if plain is None:
         if len(_PLAIN_HOSTS) >= MEMO_ENTRIES:

@@ -62,18 +62,30 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _URI_HOST_CHARS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:[]%"
 _URI_HOSTS: Final[dict[bytes, bool]] = {}  # Host values seen (a few per server), and whether each is one
 _URI_HOSTS_KEPT: Final = 1024
+_URI_HOST_REMEMBERED: Final = 255  # longer values are checked each time (a host name has at most 253 characters)
 
 
 def _is_uri_host(value: bytes) -> bool:
     """Whether `value` is made of a URI host's characters (remembered: a check per request is dear)."""
     if not value:
         return True
+    if len(value) > _URI_HOST_REMEMBERED:
+        return not value.translate(None, _URI_HOST_CHARS)
     valid = _URI_HOSTS.get(value)
     if valid is None:
         if len(_URI_HOSTS) >= _URI_HOSTS_KEPT:
             _URI_HOSTS.clear()
         valid = _URI_HOSTS[value] = not value.translate(None, _URI_HOST_CHARS)
     return valid
+
+
+def _field(part: Any) -> bytes:
+    """An ASGI header name or value as bytes; anything but bytes-like is the app's error (bytes(3) would be NULs)."""
+    if isinstance(part, bytes):
+        return part
+    if isinstance(part, (bytearray, memoryview)):
+        return bytes(part)
+    raise TypeError(f"an ASGI header name or value must be bytes, not {type(part).__name__}")
 
 
 def _refusal(status: HTTPStatus) -> bytes:
@@ -177,7 +189,7 @@ class Exchange:
                 raise RuntimeError("http.response.start sent twice")
             self.status = message["status"]
             # As the gateway's own answers come (`answer`): a list of pairs, names in lower case.
-            self.headers = [(bytes(name).lower(), bytes(value)) for name, value in message.get("headers", ())]
+            self.headers = [(_field(name).lower(), _field(value)) for name, value in message.get("headers", ())]
             return
         raise RuntimeError(f"unexpected ASGI message {kind!r}")
 

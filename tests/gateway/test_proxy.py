@@ -171,6 +171,25 @@ async def test_the_proxy_headers_follow_each_request_on_one_connection(running: 
             {k: v for k, v in first.items() if k != "content-length"}
 
 
+async def test_remembered_proxy_headers_never_outlive_the_entries_they_were_made_from(running: Running) -> None:
+    """A request admitted on the last snapshot may reach the upstream after a new one came (a Redis limit is awaited,
+    say): the block of headers it makes must not serve the new snapshot's requests with the old API secret."""
+    import dataclasses
+
+    gateway, snapshot = running.app.gateway, running.app.loader.current
+    api, _ = snapshot.api_for("/social/x", "")
+    app = snapshot.apps[running.data["app_id"]]
+    rotated = dataclasses.replace(api, upstream_secret="the-new-secret")
+    scope = {"client": ("10.1.2.3", 5000), "scheme": "http"}
+    old = gateway._proxy_block(scope, api, app, b"a.example", None)
+    assert b"x-accord-gateway-secret: " + api.upstream_secret.encode() + b"\r\n" in old
+    assert gateway._proxy_block(scope, api, app, b"a.example", None) == old  # (remembered)
+    new = gateway._proxy_block(scope, rotated, app, b"a.example", None)
+    assert b"x-accord-gateway-secret: the-new-secret\r\n" in new and api.upstream_secret.encode() not in new
+    long_host = b"h" * 300 + b".example"  # not remembered, but still forwarded
+    assert b'host="' + long_host + b'"' in gateway._proxy_block(scope, api, app, long_host, None)
+
+
 async def test_large_bodies_stream_both_ways(running: Running) -> None:
     keys = running.data["keys"]
     payload = b"y" * (8 * 1024 * 1024)

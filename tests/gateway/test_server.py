@@ -282,6 +282,15 @@ class Counting(App):
                         "headers": [(b"x-note", b"a\r\nset-cookie: evil=1")]})
             await send({"type": "http.response.body", "body": b"x"})
             return
+        if path == "/answer-int":  # not bytes: bytes(3) would be three NULs on the wire
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"x-count", 3)]})
+            await send({"type": "http.response.body", "body": b"x"})
+            return
+        if path == "/answer-list":  # [name, value] lists and mixed case, as ASGI allows
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [[b"X-Mixed", bytearray(b"yes")], [b"Content-Length", b"1"]]})
+            await send({"type": "http.response.body", "body": b"x"})
+            return
         if path == "/cut":  # a proxied answer whose upstream broke off: left unfinished
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"part", "more_body": True})
@@ -546,6 +555,12 @@ async def test_answers_the_app_frames_wrongly_never_desynchronise_the_connection
         # A CR or LF in a header value: a 500, never a second header line.
         status, headers, body, closed = await exchange(port, b"GET /answer-split HTTP/1.1\r\nHost: a\r\n\r\n")
         assert (status, closed) == (500, True) and "set-cookie" not in headers
+        # A header value that is not bytes: a 500, not NULs.
+        status, headers, body, closed = await exchange(port, b"GET /answer-int HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert status == 500 and "x-count" not in headers
+        status, headers, body, closed = await exchange(port, b"GET /answer-list HTTP/1.1\r\nHost: a\r\n"
+                                                       b"Connection: close\r\n\r\n")
+        assert (status, headers["x-mixed"], body) == (200, "yes", b"x")
 
 
 async def test_the_gateway_command_takes_its_server_timeouts_from_settings(fresh_database_url: str) -> None:
